@@ -1,0 +1,1 @@
+"""A small shop that shows off segment_middleware on Django."""

@@ -1,0 +1,89 @@
+"""Segment server-side analytics for Django, Flask and Starlette/FastAPI.
+
+Public API only; adapters live in ``segment_middleware.django``, ``.flask``, ``.asgi`` and
+``.wsgi``. Importing this package needs nothing but ``segment-analytics-python``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from .settings import Settings, SettingsError
+from .tracker import Tracker, current
+from .version import __version__
+
+__all__ = [
+    "Settings",
+    "SettingsError",
+    "Tracker",
+    "__version__",
+    "configure",
+    "current",
+    "flush",
+    "shutdown",
+    "stats",
+    "tracker",
+]
+
+
+def configure(**settings: Any) -> None:
+    """Settings for ``tracker()`` outside any web app (scripts, task workers).
+
+    Keywords are the lowercase setting names; the environment fills the rest.
+    """
+    from .core import Runtime, set_default_runtime
+
+    set_default_runtime(Runtime(Settings.from_sources(settings, style="kwarg")))
+
+
+def tracker(user_id: Any = None, anonymous_id: str | None = None) -> Tracker:
+    """A tracker with no request context, for code that runs outside a request."""
+    from .core import default_runtime
+
+    return default_runtime().tracker(user_id=user_id, anonymous_id=anonymous_id)
+
+
+def flush(timeout: float | None = None) -> Any:
+    """Deliver everything queued so far; True when done, False if ``timeout`` ran out.
+
+    Called from a running event loop it does not block: it returns an awaitable instead
+    (``await segment_middleware.flush()``), and the wait happens in a worker thread.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return _flush_all(timeout)
+    return loop.run_in_executor(None, _flush_all, timeout)
+
+
+def _flush_all(timeout: float | None) -> bool:
+    from .delivery import all_deliveries
+
+    return all([d.flush(timeout) for d in all_deliveries()])
+
+
+def shutdown(timeout: float | None = None) -> None:
+    """Flush within ``timeout`` (default SHUTDOWN_TIMEOUT) and spool what is left.
+
+    Runs by itself at interpreter exit; call it yourself where exit hooks do not run.
+    """
+    from .delivery import all_deliveries
+
+    for delivery in all_deliveries():
+        delivery.shutdown(timeout)
+
+
+def stats() -> dict[str, int]:
+    """Counts for this process: queued, delivered, failed, dropped, spooled, retried.
+
+    ``queued`` = delivered + failed + dropped + spooled + still pending. Messages written
+    to the local store (no write key) count as delivered.
+    """
+    from .delivery import STAT_KEYS, all_deliveries
+
+    total = dict.fromkeys(STAT_KEYS, 0)
+    for delivery in all_deliveries():
+        for key, value in delivery.stats().items():
+            total[key] += value
+    return total

@@ -1,0 +1,158 @@
+"""The framework-neutral request cycle every adapter drives: ``begin`` and ``end``.
+
+An adapter hands over raw facts (path, method, the Cookie header, a few headers) and gets
+back a tracker; after the response status is known it calls ``end`` and gets back the
+cookie to set, if any. Nothing here raises on visitor input or does I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .context import RequestFacts
+from .delivery import Delivery
+from .identity import CookieSpec, cookie_spec, cookie_value, new_anonymous_id, parse_anonymous_id
+from .settings import Settings
+from .tracker import Tracker
+
+__all__ = ["Runtime", "default_runtime", "set_default_runtime"]
+
+log = logging.getLogger("segment_middleware")
+
+
+class Runtime:
+    """Settings plus this process's delivery pipeline; one per configured app."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.delivery = Delivery(settings)
+        self._exclude = settings.exclude_paths
+        self._methods = frozenset(settings.page_methods) if settings.page_methods is not None else None
+        self._cookie = settings.anonymous_id_cookie
+        self._put = self.delivery.put
+        _remember(self)
+
+    # ------------------------------------------------------------------ queueing
+    def sink(self, msg: dict[str, Any], facts: RequestFacts | None, ts: float) -> None:
+        self._put((msg, facts, ts, None))
+
+    def tracker(self, user_id: Any = None, anonymous_id: str | None = None) -> Tracker:
+        """A tracker outside any request (tasks, scripts): no request context."""
+        from .tracker import _id
+
+        uid = None if user_id is None else _id(user_id, "user_id")
+        aid = None if anonymous_id is None else _id(anonymous_id, "anonymous_id")
+        return Tracker(self.sink, user_id=uid, anonymous_id=aid)
+
+    # ------------------------------------------------------------------ request cycle
+    def tracks(self, path: str, method: str) -> bool:
+        """Cheap first check: excluded path prefixes and PAGE_METHODS."""
+        if self._exclude and path.startswith(self._exclude):
+            return False
+        return self._methods is None or method in self._methods
+
+    def begin(
+        self,
+        request: Any,
+        facts: RequestFacts,
+        cookie_header: str | None,
+        id_header: str | None,
+        gpc: str | None = None,
+        dnt: str | None = None,
+        user_resolver: Callable[[], str | None] | None = None,
+    ) -> Tracker:
+        """Decide whether this request is tracked and make its tracker."""
+        s = self.settings
+        if (s.honor_gpc and gpc == "1") or (s.honor_dnt and dnt == "1") or not self._should_track(request):
+            return Tracker(None, enabled=False)
+        anonymous_id = parse_anonymous_id(cookie_value(cookie_header, self._cookie))
+        is_new = False
+        if anonymous_id is None:
+            anonymous_id = parse_anonymous_id(id_header)
+            if anonymous_id is None:
+                anonymous_id, is_new = new_anonymous_id(), True
+        if s.consent is not None:
+            facts.consent = self._call_quietly(s.consent, request, "CONSENT")
+        tracker = Tracker(self.sink, anonymous_id=anonymous_id, facts=facts, user_resolver=user_resolver)
+        tracker.new_visitor = is_new
+        return tracker
+
+    def end(
+        self,
+        tracker: Tracker,
+        status: int | None,
+        route: str | None,
+        user_id: str | None = None,
+    ) -> CookieSpec | None:
+        """Queue the request's page call; returns the cookie the response must set."""
+        if not tracker.enabled:
+            return None
+        facts = tracker._facts
+        assert facts is not None
+        uid = user_id if user_id is not None else tracker.user_id
+        msg: dict[str, Any] = {
+            "type": "page",
+            "name": route or facts.path,
+            "anonymousId": tracker.anonymous_id,
+        }
+        if uid is not None:
+            msg["userId"] = uid
+        self._put((msg, facts, time.time(), (status, tracker.title)))
+        if tracker.new_visitor and self.settings.set_cookie:
+            s = self.settings
+            return cookie_spec(
+                self._cookie,
+                tracker.anonymous_id or "",
+                s.cookie_max_age,
+                s.cookie_domain,
+                facts.scheme == "https",
+            )
+        return None
+
+    def user_id_for(self, request: Any, default: Callable[[Any], Any]) -> str | None:
+        """USER_ID when configured, else the adapter's default; never raises."""
+        getter = self.settings.user_id or default
+        value = self._call_quietly(getter, request, "USER_ID")
+        return None if value is None or value == "" else str(value)
+
+    def _should_track(self, request: Any) -> bool:
+        hook = self.settings.should_track
+        return True if hook is None else bool(self._call_quietly(hook, request, "SHOULD_TRACK", True))
+
+    @staticmethod
+    def _call_quietly(hook: Callable[[Any], Any], request: Any, name: str, fallback: Any = None) -> Any:
+        try:
+            return hook(request)
+        except Exception as exc:
+            log.warning("segment: %s raised %s; ignoring it for this request", name, type(exc).__name__)
+            return fallback
+
+
+# ---------------------------------------------------------------------- default runtime
+_default: Runtime | None = None
+_default_lock = threading.Lock()
+
+
+def _remember(runtime: Runtime) -> None:
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = runtime
+
+
+def set_default_runtime(runtime: Runtime | None) -> None:
+    global _default
+    with _default_lock:
+        _default = runtime
+
+
+def default_runtime() -> Runtime:
+    """The first runtime an adapter configured in this process, else one from the environment."""
+    if _default is not None:
+        return _default
+    runtime = Runtime(Settings.from_sources(style="env"))  # registers itself unless another won
+    return _default or runtime

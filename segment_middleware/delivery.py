@@ -1,0 +1,461 @@
+"""Getting messages out of the process: a bounded queue, one sender thread, the SDK's HTTP.
+
+What the official SDK's ``Client`` lacks, and why this module exists (see
+``../shared/notes/segment-sdk.md``):
+
+- its ``page()`` costs ~50 us on the caller's thread and serializes each message three
+  times; here the request path only appends a tuple to a deque, and the sender thread
+  builds and serializes each message once (plus once more inside the SDK's ``post``);
+- it is not fork-safe; here every process gets its own queue, thread and HTTP session;
+- its exit hook does not drain the queue and ``flush()`` has no bound; here exit flushes
+  within ``SHUTDOWN_TIMEOUT`` and spools the rest;
+- it drops silently; here every message is accounted for in :meth:`Delivery.stats`.
+
+What it does well is reused as is: ``Consumer.request`` (HTTP post, gzip, auth, backoff,
+retryable-status rules, Retry-After parsing).
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import json
+import logging
+import os
+import threading
+import time
+import weakref
+from typing import Any
+
+from .messages import Item, finalize
+from .store import LOCAL, SPOOL, Store
+
+__all__ = ["Delivery"]
+
+log = logging.getLogger("segment_middleware")
+
+MAX_MESSAGE_BYTES = 32 * 1024
+MAX_BATCH_BYTES = 475_000  # the SDK's limit, below Segment's 500 KB
+DROP_LOG_WINDOW = 10.0  # seconds: drops within one window are logged once, with the count
+STAT_KEYS = ("queued", "delivered", "failed", "dropped", "spooled", "retried")
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON-serializable")
+
+
+def _dumps(msg: dict[str, Any]) -> str:
+    return json.dumps(msg, default=_json_default, separators=(",", ":"))
+
+
+class _InFlight:
+    """A batch being posted. Whoever settles it first (the sender with the endpoint's
+    answer, or shutdown when time is up) accounts for it, so it is never counted twice."""
+
+    __slots__ = ("_lock", "batch", "settled")
+
+    def __init__(self, batch: list[tuple[dict[str, Any], str]]) -> None:
+        self.batch = batch
+        self.settled = False
+        self._lock = threading.Lock()
+
+    def settle(self) -> bool:
+        with self._lock:
+            if self.settled:
+                return False
+            self.settled = True
+            return True
+
+
+class _Shutdown(Exception):
+    """Delivery was cut short by shutdown; the batch goes to the spool."""
+
+
+def _make_uploader(delivery: Delivery) -> Any:
+    """An SDK ``Consumer`` used only for its ``request()`` (never started as a thread).
+
+    ``_wait`` is the SDK's single hook before every retry: overriding it counts retries
+    and makes the wait end at once on shutdown instead of in 1-second slices.
+    """
+    from segment.analytics.consumer import Consumer
+
+    settings = delivery.settings
+
+    class Uploader(Consumer):  # type: ignore[misc]
+        def _wait(self, seconds: float) -> bool:
+            delivery._retries_in_batch += 1
+            return not delivery._abort.wait(max(0.0, seconds))
+
+    return Uploader(
+        None,
+        settings.write_key,
+        upload_size=settings.flush_at,
+        host=settings.host,
+        gzip=settings.gzip,
+        retries=settings.max_retries,
+        timeout=settings.timeout,
+    )
+
+
+class Delivery:
+    """One process's pipeline for one Settings: queue -> sender thread -> Segment or store."""
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+        self.store = Store(settings.local_store)
+        self._reset()
+        _registry.add(self)
+
+    def _reset(self) -> None:
+        """Fresh state: at construction and in a forked child (whose inherited queue the
+        parent is already sending)."""
+        self._queue: collections.deque[Item] = collections.deque()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(threading.Lock())
+        self._wake = threading.Event()
+        self._abort = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._uploader: Any = None
+        self._in_flight: _InFlight | None = None
+        self._counts = dict.fromkeys(STAT_KEYS, 0)
+        self._pending = 0
+        self._retries_in_batch = 0
+        self._unlogged_drops = 0
+        self._last_drop_log = -DROP_LOG_WINDOW
+        self._pid = os.getpid()
+
+    # ------------------------------------------------------------------ request path
+    def put(self, item: Item) -> None:
+        """Queue a message. Never blocks, never raises, never does I/O."""
+        q = self._queue
+        with self._lock:
+            self._counts["queued"] += 1
+            if len(q) >= self.settings.max_queue_size:
+                full = True
+            else:
+                full = False
+                q.append(item)
+                self._pending += 1
+        if full:
+            self._dropped(1, "queue full (MAX_QUEUE_SIZE)")
+            return
+        if len(q) >= self.settings.flush_at:
+            self._wake.set()
+        if self._thread is None:
+            self._start()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            thread = threading.Thread(target=self._run, name="segment-sender", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:  # interpreter shutting down: flush() drains on its own thread
+                return
+            self._thread = thread
+
+    # ------------------------------------------------------------------ accounting
+    def _count(self, key: str, n: int) -> None:
+        with self._lock:
+            self._counts[key] += n
+            if key != "retried":
+                self._pending -= n
+        if self._pending <= 0:
+            with self._idle:
+                self._idle.notify_all()
+
+    def _dropped(self, n: int, reason: str, *, queued: bool = False) -> None:
+        """Count and log a drop: the first of a burst at once, the rest in one summary line."""
+        with self._lock:
+            self._counts["dropped"] += n
+            if queued:
+                self._pending -= n
+            self._unlogged_drops += n
+            now = time.monotonic()
+            due = now - self._last_drop_log >= DROP_LOG_WINDOW
+            if due:
+                count, self._unlogged_drops, self._last_drop_log = self._unlogged_drops, 0, now
+        if due:
+            log.warning("segment: dropped %d message(s): %s", count, reason)
+        if queued and self._pending <= 0:
+            with self._idle:
+                self._idle.notify_all()
+
+    def _log_pending_drops(self) -> None:
+        if self._unlogged_drops and time.monotonic() - self._last_drop_log >= DROP_LOG_WINDOW:
+            with self._lock:
+                count, self._unlogged_drops, self._last_drop_log = self._unlogged_drops, 0, time.monotonic()
+            if count:
+                log.warning("segment: dropped %d more message(s) in the last burst", count)
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    @property
+    def pending(self) -> int:
+        """Messages queued and not yet settled (delivered, stored, spooled, failed or dropped)."""
+        return self._pending
+
+    # ------------------------------------------------------------------ sender thread
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.settings.flush_interval)
+            self._wake.clear()
+            try:
+                while self._queue and not self._abort.is_set():
+                    self._send_batch(self._take())
+                self._log_pending_drops()
+            except Exception:  # never let the sender die; it is the only one
+                log.exception("segment: sender error")
+            if self._stopping and not self._queue:
+                return
+
+    def _take(self) -> list[Item]:
+        items: list[Item] = []
+        q = self._queue
+        limit = self.settings.flush_at
+        while q and len(items) < limit:
+            try:
+                items.append(q.popleft())
+            except IndexError:
+                break
+        return items
+
+    def _prepare(self, items: list[Item]) -> list[tuple[dict[str, Any], str]]:
+        """Finish and serialize each message once; account for the ones that cannot go."""
+        ready: list[tuple[dict[str, Any], str]] = []
+        for item in items:
+            try:
+                msg = finalize(item, self.settings)
+                if msg is None:
+                    self._dropped(1, "BEFORE_SEND returned None", queued=True)
+                    continue
+                text = _dumps(msg)
+            except Exception as exc:
+                self._count("failed", 1)
+                log.error("segment: could not build a %s message: %s", item[0].get("type"), exc)
+                continue
+            if len(text) > MAX_MESSAGE_BYTES:
+                self._count("failed", 1)
+                log.error(
+                    "segment: dropped a %s message of %d bytes (over Segment's 32 KB limit), messageId %s",
+                    msg.get("type"),
+                    len(text),
+                    msg.get("messageId"),
+                )
+                continue
+            ready.append((msg, text))
+        return ready
+
+    def _send_batch(self, items: list[Item]) -> None:
+        ready = self._prepare(items)
+        start, size = 0, 0
+        for i, (_, text) in enumerate(ready):
+            if size + len(text) > MAX_BATCH_BYTES and i > start:
+                self._deliver(ready[start:i])
+                start, size = i, 0
+            size += len(text) + 1
+        if start < len(ready):
+            self._deliver(ready[start:])
+
+    def _deliver(self, batch: list[tuple[dict[str, Any], str]]) -> None:
+        if self.settings.uses_store:
+            try:
+                self.store.insert(batch, LOCAL)
+            except Exception as exc:
+                self._count("failed", len(batch))
+                log.error("segment: could not write %d message(s) to the local store: %s", len(batch), exc)
+                return
+            self._count("delivered", len(batch))
+            return
+        flight = _InFlight(batch)
+        self._in_flight = flight
+        try:
+            self._post(batch)
+        except _Shutdown:
+            if flight.settle():
+                self._spool(batch, "shutdown before delivery")
+        except Exception as exc:
+            if flight.settle():
+                self._rejected_or_spooled(batch, exc)
+        else:
+            if flight.settle():
+                self._count("delivered", len(batch))
+        finally:
+            self._in_flight = None
+
+    def _post(self, batch: list[tuple[dict[str, Any], str]]) -> None:
+        """One batch through the SDK's request(), honouring Retry-After between attempts."""
+        from segment.analytics.consumer import ShutdownInterrupted
+        from segment.analytics.request import APIError
+
+        if self._uploader is None:
+            self._uploader = _make_uploader(self)
+        uploader = self._uploader
+        self._retries_in_batch = 0
+        messages = [msg for msg, _ in batch]
+        try:
+            while True:
+                try:
+                    uploader.request(messages)
+                    uploader.clear_rate_limit_state()
+                    return
+                except APIError as exc:
+                    if not getattr(exc, "rate_limited", False):
+                        raise
+                    budget = uploader.max_rate_limit_duration
+                    waited = time.monotonic() - (uploader.rate_limit_start_time or time.monotonic())
+                    delay = (uploader.rate_limited_until or 0) - time.monotonic()
+                    if waited + delay > budget:
+                        uploader.clear_rate_limit_state()
+                        raise
+                    self._retries_in_batch += 1
+                    if self._abort.wait(max(0.0, delay)):
+                        raise _Shutdown from None
+                except ShutdownInterrupted:
+                    raise _Shutdown from None
+        finally:
+            if self._retries_in_batch:
+                self._count("retried", len(batch))
+
+    def _rejected_or_spooled(self, batch: list[tuple[dict[str, Any], str]], exc: Exception) -> None:
+        """A 400 means a message in the batch is bad: split until it is alone, then drop
+        it (counted, logged without contents). Anything else is an outage: spool."""
+        status = getattr(exc, "status", None)
+        if status == 400:
+            if len(batch) > 1:
+                mid = len(batch) // 2
+                self._deliver(batch[:mid])
+                self._deliver(batch[mid:])
+                return
+            msg = batch[0][0]
+            self._count("failed", 1)
+            log.error(
+                "segment: the endpoint rejected a %s message (messageId %s): %s",
+                msg.get("type"),
+                msg.get("messageId"),
+                getattr(exc, "message", "") or "400",
+            )
+            return
+        self._spool(batch, f"{type(exc).__name__}: {status or ''}".strip())
+
+    def _spool(self, batch: list[tuple[dict[str, Any], str]], why: str) -> None:
+        if not self.settings.spool:
+            self._count("failed", len(batch))
+            log.error("segment: %d message(s) not delivered (%s) and SPOOL is off", len(batch), why)
+            return
+        try:
+            self.store.insert(batch, SPOOL, error=why)
+        except Exception as exc:
+            self._count("failed", len(batch))
+            log.error("segment: %d message(s) not delivered (%s) and not spooled: %s", len(batch), why, exc)
+            return
+        self._count("spooled", len(batch))
+        log.warning(
+            "segment: %d message(s) not delivered (%s); kept in %s for `segment-middleware replay`",
+            len(batch),
+            why,
+            self.settings.local_store,
+        )
+
+    # ------------------------------------------------------------------ flush / shutdown
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued so far is settled; False if ``timeout`` ran out."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self._pending <= 0:
+            return True
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = None
+            self._start()
+            if self._thread is None:  # cannot start threads now (interpreter exit): do it here
+                self._drain_here(deadline)
+                return self._pending <= 0
+        while self._pending > 0:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            self._wake.set()
+            with self._idle:
+                if self._pending > 0:
+                    self._idle.wait(0.05 if remaining is None else min(0.05, remaining))
+        return True
+
+    def _drain_here(self, deadline: float | None) -> None:
+        while self._queue and (deadline is None or time.monotonic() < deadline):
+            self._send_batch(self._take())
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Flush within ``timeout`` (default SHUTDOWN_TIMEOUT); spool whatever is left."""
+        if self._pid != os.getpid():
+            return
+        timeout = self.settings.shutdown_timeout if timeout is None else timeout
+        self._stopping = True
+        if self._uploader is not None:
+            self._uploader.timeout = max(0.1, min(self._uploader.timeout, timeout))
+        reserve = min(0.5, timeout * 0.2)
+        if self.flush(max(0.0, timeout - reserve)):
+            self._wake.set()
+            return
+        # Out of time: stop retrying, and keep what is still queued for `replay`.
+        self._abort.set()
+        left = self._take_all()
+        if left:
+            ready = self._prepare(left)
+            if self.settings.uses_store:
+                self._deliver(ready)
+            else:
+                self._spool(ready, "not delivered within SHUTDOWN_TIMEOUT")
+        if self._thread is not None:
+            self._thread.join(reserve)
+        flight = self._in_flight
+        if flight is not None and flight.settle():
+            # Still waiting on the endpoint: keep a copy. If that request does land, replay
+            # resends the same messageIds, which Segment de-duplicates.
+            self._spool(flight.batch, "still in flight at SHUTDOWN_TIMEOUT")
+
+    def _take_all(self) -> list[Item]:
+        items: list[Item] = []
+        while True:
+            try:
+                items.append(self._queue.popleft())
+            except IndexError:
+                return items
+
+
+# ---------------------------------------------------------------------- process-wide
+_registry: weakref.WeakSet[Delivery] = weakref.WeakSet()
+
+
+def all_deliveries() -> list[Delivery]:
+    return list(_registry)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child starts empty: its own queue, thread, HTTP session, store handle."""
+    try:
+        from requests import sessions
+        from segment.analytics import request as sdk_request
+
+        sdk_request._session = sessions.Session()  # never share the parent's sockets
+    except Exception:  # pragma: no cover - SDK layout changed; delivery still works
+        pass
+    for delivery in list(_registry):
+        delivery._reset()
+        delivery.store = Store(delivery.settings.local_store)
+
+
+def _shutdown_all_at_exit() -> None:
+    for delivery in list(_registry):
+        try:
+            delivery.shutdown()
+        except Exception:  # pragma: no cover - never raise at exit
+            log.exception("segment: error while flushing at exit")
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_shutdown_all_at_exit)

@@ -1,0 +1,51 @@
+"""``settings.SEGMENT`` read once per process, validated, turned into a Runtime."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from ..core import Runtime
+from ..settings import Settings, SettingsError
+
+_runtime: Runtime | None = None
+_lock = threading.Lock()
+
+
+def load_settings() -> Settings:
+    """Validate ``settings.SEGMENT``; raises SettingsError naming the bad key."""
+    from django.conf import settings as django_settings
+
+    raw = getattr(django_settings, "SEGMENT", None) or {}
+    if not isinstance(raw, Mapping):
+        raise SettingsError(f"SEGMENT: must be a dict, got {type(raw).__name__}")
+    framework: dict[str, Any] = {}
+    for key, value in raw.items():
+        if not isinstance(key, str):
+            raise SettingsError(f"SEGMENT: keys must be strings, got {key!r}")
+        framework[key.lower()] = value
+    return Settings.from_sources(None, framework, style="django")
+
+
+def get_runtime() -> Runtime:
+    """The process's runtime for Django, built on first use."""
+    global _runtime
+    if _runtime is None:
+        with _lock:
+            if _runtime is None:
+                from django.core.exceptions import ImproperlyConfigured
+
+                try:
+                    settings = load_settings()
+                except SettingsError as exc:
+                    raise ImproperlyConfigured(str(exc)) from None
+                _runtime = Runtime(settings)
+    return _runtime
+
+
+def reset() -> None:
+    """Forget the runtime (tests that change ``settings.SEGMENT`` use this)."""
+    global _runtime
+    with _lock:
+        _runtime = None

@@ -1,0 +1,174 @@
+"""The Django middleware: translate a Django request/response for the core, nothing more.
+
+Sync and async capable: under ASGI it runs natively as a coroutine (no thread hop),
+resolving the user with ``await request.auser()``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.utils.functional import SimpleLazyObject, empty
+
+from ..context import RequestFacts
+from ..tracker import Tracker, _current
+from .conf import get_runtime
+
+log = logging.getLogger("segment_middleware")
+
+
+def _user_pk(user: Any) -> Any:
+    if user is not None and getattr(user, "is_authenticated", False):
+        return user.pk
+    return None
+
+
+def default_user_id(request: Any) -> Any:
+    """``request.user.pk`` when authenticated (sync requests)."""
+    return _user_pk(getattr(request, "user", None))
+
+
+def _evaluated_user(request: Any) -> tuple[bool, Any]:
+    """The user if it is known without a query: set by a view (login/logout) or already
+    loaded. Async views must not trigger the lazy sync lookup."""
+    user = request.__dict__.get("user")
+    if user is None:
+        return ("auser" not in request.__dict__), None
+    if isinstance(user, SimpleLazyObject):
+        wrapped = user._wrapped
+        if wrapped is empty:
+            cached = request.__dict__.get("_acached_user")
+            return (cached is not None), cached
+        return True, wrapped
+    return True, user
+
+
+def _load_user(request: Any) -> Any:
+    user = request.user
+    _ = user.is_authenticated  # evaluates the lazy object, here on a worker thread
+    return user
+
+
+class SegmentMiddleware:
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+        self.runtime = get_runtime()
+        header = self.runtime.settings.anonymous_id_header
+        self._id_key = "HTTP_" + header.upper().replace("-", "_")
+        self._async = iscoroutinefunction(get_response)
+        if self._async:
+            markcoroutinefunction(self)
+
+    # ------------------------------------------------------------------ sync
+    def __call__(self, request: Any) -> Any:
+        if self._async:
+            return self.__acall__(request)
+        tracker = self._begin(request, functools.partial(self._user_id, request))
+        request.segment = tracker
+        token = _current.set(tracker)
+        try:
+            response = self.get_response(request)
+        except BaseException:
+            _current.reset(token)
+            self._end(request, tracker, None, self._user_id(request))
+            raise
+        _current.reset(token)
+        self._end(request, tracker, response, self._user_id(request))
+        return response
+
+    # ------------------------------------------------------------------ async
+    async def __acall__(self, request: Any) -> Any:
+        tracker = self._begin(request, None)
+        if tracker.enabled:
+            tracker._user_id = await self._auser_id(request)
+        request.segment = tracker
+        token = _current.set(tracker)
+        try:
+            response = await self.get_response(request)
+        except BaseException:
+            _current.reset(token)
+            self._end(request, tracker, None, await self._auser_id(request) if tracker.enabled else None)
+            raise
+        _current.reset(token)
+        self._end(request, tracker, response, await self._auser_id(request) if tracker.enabled else None)
+        return response
+
+    # ------------------------------------------------------------------ shared
+    def _begin(self, request: Any, resolver: Any) -> Tracker:
+        try:
+            if not self.runtime.tracks(request.path_info, request.method):
+                return Tracker(None, enabled=False)
+            meta = request.META
+            facts = RequestFacts(
+                request.method,
+                request.scheme,
+                meta.get("HTTP_HOST") or meta.get("SERVER_NAME", ""),
+                request.path,
+                meta.get("QUERY_STRING", ""),
+                meta.get("HTTP_REFERER"),
+                meta.get("HTTP_USER_AGENT"),
+                meta.get("HTTP_ACCEPT_LANGUAGE"),
+                meta.get("REMOTE_ADDR"),
+                meta.get("HTTP_X_FORWARDED_FOR"),
+            )
+            return self.runtime.begin(
+                request,
+                facts,
+                meta.get("HTTP_COOKIE"),
+                meta.get(self._id_key),
+                meta.get("HTTP_SEC_GPC"),
+                meta.get("HTTP_DNT"),
+                user_resolver=resolver,
+            )
+        except Exception:  # never break the host app
+            log.exception("segment: could not start tracking this request")
+            return Tracker(None, enabled=False)
+
+    def _end(self, request: Any, tracker: Tracker, response: Any, user_id: str | None) -> None:
+        if not tracker.enabled:
+            return
+        try:
+            status = response.status_code if response is not None else 500
+            match = getattr(request, "resolver_match", None)
+            route = match.view_name if match is not None else None
+            cookie = self.runtime.end(tracker, status, route, user_id)
+            if cookie is not None and response is not None and cookie.name not in response.cookies:
+                response.set_cookie(
+                    cookie.name,
+                    cookie.value,
+                    max_age=cookie.max_age,
+                    domain=cookie.domain,
+                    secure=cookie.secure,
+                    httponly=False,
+                    samesite="Lax",
+                )
+        except Exception:
+            log.exception("segment: could not finish tracking this request")
+
+    def _user_id(self, request: Any) -> str | None:
+        return self.runtime.user_id_for(request, default_user_id)
+
+    async def _auser_id(self, request: Any) -> str | None:
+        if self.runtime.settings.user_id is not None:
+            return self.runtime.user_id_for(request, default_user_id)
+        known, user = _evaluated_user(request)
+        if not known:
+            try:
+                auser = getattr(request, "auser", None)
+                if auser is not None:
+                    user = await auser()
+                else:  # Django 4.2: no auser(); one thread hop for the session lookup
+                    from asgiref.sync import sync_to_async
+
+                    user = await sync_to_async(_load_user)(request)
+            except Exception as exc:
+                log.warning("segment: could not load the user (%s)", type(exc).__name__)
+                return None
+        pk = _user_pk(user)
+        return None if pk is None else str(pk)

@@ -1,0 +1,202 @@
+"""The tracker views call: ``request.segment`` / ``current()`` / ``tracker()``.
+
+A call validates and copies its arguments right away (so misuse raises in the view that
+made it) and hands a half-built message to the delivery queue; the request context,
+messageId and timestamp string are filled in later on the sender thread.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime as _dt
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .jsonable import jsonable
+
+if TYPE_CHECKING:
+    from .context import RequestFacts
+
+__all__ = ["Tracker", "current"]
+
+_OPTIONS = frozenset(("context", "integrations", "timestamp", "message_id"))
+_UNSET: Any = object()
+
+Sink = Callable[[dict[str, Any], "RequestFacts | None", float], None]
+
+_current: contextvars.ContextVar[Tracker | None] = contextvars.ContextVar("segment_tracker", default=None)
+
+
+def current() -> Tracker | None:
+    """The tracker of the request being handled, or None outside a request."""
+    return _current.get()
+
+
+def _id(value: Any, name: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise TypeError(f"{name} must be a string or an int, got {type(value).__name__}")
+    text = str(value)
+    if not text or len(text) > 1024:
+        raise ValueError(f"{name} must be a non-empty string of at most 1024 characters")
+    return text
+
+
+def _mapping(value: Any, name: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a mapping (dict), got {type(value).__name__}")
+    return jsonable(value, name)  # type: ignore[no-any-return]
+
+
+def _name(value: Any, name: str, *, required: bool) -> str | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise (TypeError if not isinstance(value, str) else ValueError)(f"{name} must be a non-empty string")
+    return value
+
+
+class Tracker:
+    """Segment calls bound to one visitor (and, in a request, to its context).
+
+    ``title`` set by a view is sent with the request's automatic page call.
+    """
+
+    __slots__ = (
+        "_anonymous_id",
+        "_facts",
+        "_sink",
+        "_user_id",
+        "_user_resolver",
+        "enabled",
+        "new_visitor",
+        "title",
+    )
+
+    def __init__(
+        self,
+        sink: Sink | None,
+        *,
+        user_id: Any = None,
+        anonymous_id: str | None = None,
+        facts: RequestFacts | None = None,
+        user_resolver: Callable[[], str | None] | None = None,
+        enabled: bool = True,
+    ) -> None:
+        self._sink = sink
+        self._user_id: Any = _UNSET if user_resolver is not None and user_id is None else user_id
+        self._user_resolver = user_resolver
+        self._anonymous_id = anonymous_id
+        self._facts = facts
+        self.enabled = enabled and sink is not None
+        self.title: str | None = None
+        self.new_visitor = False
+
+    # ------------------------------------------------------------------ ids
+    @property
+    def user_id(self) -> str | None:
+        """The userId messages carry: identify()'s, else the auth layer's (looked up once)."""
+        if self._user_id is _UNSET:
+            try:
+                self._user_id = self._user_resolver() if self._user_resolver else None
+            except Exception:
+                self._user_id = None
+        return self._user_id  # type: ignore[no-any-return]
+
+    @property
+    def anonymous_id(self) -> str | None:
+        return self._anonymous_id
+
+    # ------------------------------------------------------------------ calls
+    def track(self, event: str, properties: Mapping[str, Any] | None = None, **options: Any) -> None:
+        _name(event, "event", required=True)
+        self._send(
+            {"type": "track", "event": event, "properties": _mapping(properties, "properties")}, options
+        )
+
+    def identify(self, user_id: Any = None, traits: Mapping[str, Any] | None = None, **options: Any) -> None:
+        """Send traits; a user_id also becomes this tracker's userId (log-in stitching)."""
+        msg: dict[str, Any] = {"type": "identify", "traits": _mapping(traits, "traits")}
+        if user_id is not None:
+            self._user_id = _id(user_id, "user_id")
+        self._send(msg, options)
+
+    def page(
+        self,
+        name: str | None = None,
+        properties: Mapping[str, Any] | None = None,
+        category: str | None = None,
+        **options: Any,
+    ) -> None:
+        self._send(self._named("page", name, properties, category), options)
+
+    def screen(
+        self,
+        name: str | None = None,
+        properties: Mapping[str, Any] | None = None,
+        category: str | None = None,
+        **options: Any,
+    ) -> None:
+        self._send(self._named("screen", name, properties, category), options)
+
+    def group(self, group_id: Any, traits: Mapping[str, Any] | None = None, **options: Any) -> None:
+        msg = {"type": "group", "groupId": _id(group_id, "group_id"), "traits": _mapping(traits, "traits")}
+        self._send(msg, options)
+
+    def alias(self, user_id: Any, previous_id: Any = None, **options: Any) -> None:
+        """Link ``previous_id`` (default: this visitor's anonymousId) to ``user_id``."""
+        new_id = _id(user_id, "user_id")
+        previous = previous_id if previous_id is not None else self._anonymous_id or self.user_id
+        if previous is None:
+            raise ValueError("alias needs previous_id: this tracker has no anonymousId or userId")
+        msg = {"type": "alias", "previousId": _id(previous, "previous_id"), "userId": new_id}
+        self._send(msg, options, ids=False)
+
+    # ------------------------------------------------------------------ internals
+    @staticmethod
+    def _named(kind: str, name: Any, properties: Any, category: Any) -> dict[str, Any]:
+        msg: dict[str, Any] = {"type": kind, "properties": _mapping(properties, "properties")}
+        if name is not None:
+            msg["name"] = _name(name, "name", required=True)
+        if category is not None:
+            msg["category"] = _name(category, "category", required=True)
+        return msg
+
+    def _send(self, msg: dict[str, Any], options: dict[str, Any], *, ids: bool = True) -> None:
+        ts = time.time()
+        if options:
+            _apply_options(msg, options)
+        if not self.enabled:
+            return  # untracked request (opt-out, excluded path): validated above, then dropped
+        if ids:
+            user_id = self.user_id
+            if user_id is not None:
+                msg["userId"] = user_id
+            if self._anonymous_id is not None:
+                msg["anonymousId"] = self._anonymous_id
+            if user_id is None and self._anonymous_id is None:
+                raise ValueError("no userId or anonymousId: pass user_id or anonymous_id to tracker()")
+        self._sink(msg, self._facts, ts)  # type: ignore[misc]
+
+
+def _apply_options(msg: dict[str, Any], options: dict[str, Any]) -> None:
+    unknown = set(options) - _OPTIONS
+    if unknown:
+        raise TypeError(
+            f"unexpected option {sorted(unknown)[0]!r}; options are {', '.join(sorted(_OPTIONS))}"
+        )
+    if options.get("context") is not None:
+        msg["context"] = _mapping(options["context"], "context")
+    if options.get("integrations") is not None:
+        msg["integrations"] = _mapping(options["integrations"], "integrations")
+    ts = options.get("timestamp")
+    if ts is not None:
+        if not isinstance(ts, _dt.datetime):
+            raise TypeError(f"timestamp must be a datetime, got {type(ts).__name__}")
+        if ts.tzinfo is None:
+            ts = ts.replace(tzinfo=_dt.timezone.utc)
+        msg["timestamp"] = ts.isoformat()
+    if options.get("message_id") is not None:
+        msg["messageId"] = _name(options["message_id"], "message_id", required=True)

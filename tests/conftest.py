@@ -1,0 +1,36 @@
+"""Shared fixtures: a real Segment-compatible receiver on 127.0.0.1, a temp store."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from segment_middleware.testing import SegmentReceiver
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from helpers import WRITE_KEY  # noqa: E402  (needs the sys.path line above)
+
+
+@pytest.fixture
+def receiver() -> Iterator[SegmentReceiver]:
+    with SegmentReceiver(WRITE_KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> str:
+    return str(tmp_path / "events.sqlite3")
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never inherit a developer's real Segment configuration."""
+    for key in list(os.environ):
+        if key.startswith("SEGMENT_"):
+            monkeypatch.delenv(key, raising=False)

@@ -1,0 +1,3 @@
+"""Constants and small helpers shared by test modules."""
+
+WRITE_KEY = "test-write-key-0123456789"
