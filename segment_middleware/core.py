@@ -14,8 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from .context import RequestFacts
-from .delivery import Delivery
+from .delivery import Delivery, shutdown_all
 from .identity import CookieSpec, cookie_spec, cookie_value, new_anonymous_id, parse_anonymous_id
+from .lifecycle import install_exit_flush
 from .settings import Settings
 from .tracker import Tracker
 
@@ -35,6 +36,7 @@ class Runtime:
         self._cookie = settings.anonymous_id_cookie
         self._put = self.delivery.put
         _remember(self)
+        install_exit_flush(shutdown_all)
 
     # ------------------------------------------------------------------ queueing
     def sink(self, msg: dict[str, Any], facts: RequestFacts | None, ts: float) -> None:

@@ -112,7 +112,8 @@ class Delivery:
         """Fresh state: at construction and in a forked child (whose inherited queue the
         parent is already sending)."""
         self._queue: collections.deque[Item] = collections.deque()
-        self._lock = threading.Lock()
+        # Re-entrant: an exit-signal handler may flush on a thread that was interrupted inside put().
+        self._lock = threading.RLock()
         self._idle = threading.Condition(threading.Lock())
         self._wake = threading.Event()
         self._abort = threading.Event()
@@ -449,7 +450,8 @@ def _after_fork_in_child() -> None:
         delivery.store = Store(delivery.settings.local_store)
 
 
-def _shutdown_all_at_exit() -> None:
+def shutdown_all() -> None:
+    """Flush every pipeline within its SHUTDOWN_TIMEOUT (at exit, or before uvicorn re-raises)."""
     for delivery in list(_registry):
         try:
             delivery.shutdown()
@@ -458,4 +460,4 @@ def _shutdown_all_at_exit() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(_shutdown_all_at_exit)
+atexit.register(shutdown_all)

@@ -1,0 +1,82 @@
+"""Flushing at process exit, including the exits that skip ``atexit``.
+
+``atexit`` covers a normal interpreter exit, which is what gunicorn workers do on SIGTERM.
+A process killed by SIGTERM's default action runs no Python at all, and uvicorn (0.29+)
+ends that way on purpose: after its graceful shutdown it restores the SIGTERM handler it
+found at start and re-raises the signal. So, where nobody handles SIGTERM yet, we install
+a handler that flushes and then dies by the signal as before: uvicorn saves it as "the
+original" and calls it at the very end, a plain script gets the same. Where uvicorn's
+handler is already installed (the app was imported after it started serving), its list of
+captured signals is swapped for one that flushes before it is re-raised. Any other
+handler (gunicorn, Celery) is left alone: those exit normally and ``atexit`` runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+log = logging.getLogger("segment_middleware")
+
+
+class _FlushFirst(list):  # type: ignore[type-arg]
+    """uvicorn's captured-signal list: iterating it in reverse (to re-raise) flushes first."""
+
+    def __init__(self, items: list[int], before: Callable[[], None]) -> None:
+        super().__init__(items)
+        self._before = before
+
+    def __reversed__(self) -> Iterator[int]:
+        if len(self):
+            try:
+                self._before()
+            except Exception:  # never stand in the way of the exit
+                log.exception("segment: flush before re-raising the exit signal failed")
+        return super().__reversed__()
+
+
+def install_exit_flush(flush: Callable[[], None]) -> str:
+    """Arrange for ``flush`` to run when SIGTERM ends the process; says what it did."""
+    if threading.current_thread() is not threading.main_thread():
+        return "not main thread"
+    try:
+        handler: Any = signal.getsignal(signal.SIGTERM)
+        if handler is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _make_sigterm_handler(flush))
+            return "sigterm handler"
+        if getattr(handler, "_segment_flush", False):
+            return "sigterm handler"
+        return "uvicorn" if _hook_uvicorn(handler, flush) else "left alone"
+    except Exception:  # pragma: no cover - e.g. signals unavailable in this interpreter
+        return "failed"
+
+
+def _make_sigterm_handler(flush: Callable[[], None]) -> Callable[[int, Any], None]:
+    def on_sigterm(signum: int, frame: Any) -> None:
+        try:
+            flush()
+        finally:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    on_sigterm._segment_flush = True  # type: ignore[attr-defined]
+    return on_sigterm
+
+
+def _hook_uvicorn(handler: Any, flush: Callable[[], None]) -> bool:
+    """Make a running uvicorn server flush before it re-raises SIGTERM/SIGINT."""
+    try:
+        server = getattr(handler, "__self__", None)
+        if server is None or not type(server).__module__.startswith("uvicorn"):
+            return False
+        captured = getattr(server, "_captured_signals", None)
+        if isinstance(captured, _FlushFirst) or not isinstance(captured, list):
+            return isinstance(captured, _FlushFirst)
+        server._captured_signals = _FlushFirst(captured, flush)
+        return True
+    except Exception:  # pragma: no cover - defensive: uvicorn internals changed
+        return False
