@@ -35,7 +35,7 @@ BROWSER = {
 @pytest.fixture(scope="module")
 def shop_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     db = tmp_path_factory.mktemp("shop") / "db.sqlite3"
-    env = {**os.environ, "SHOP_DB": str(db)}
+    env = {**os.environ, "SHOP_DB": str(db), "DJANGO_SETTINGS_MODULE": "shop.settings"}
     for command in (["migrate", "--noinput"], ["seed_shop"]):
         subprocess.run(
             [sys.executable, str(EXAMPLE / "manage.py"), *command], env=env, check=True, capture_output=True, timeout=120
@@ -47,6 +47,7 @@ def shop_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def shop_env(shop_db: Path, receiver: SegmentReceiver, tmp_path: Path) -> dict[str, str]:
     return {
         "SHOP_DB": str(shop_db),
+        "DJANGO_SETTINGS_MODULE": "shop.settings",  # not the in-process tests' djapp
         "DJANGO_DEBUG": "0",
         "SEGMENT_WRITE_KEY": WRITE_KEY,
         "SEGMENT_HOST": receiver.url,
