@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("django")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "djapp.settings")
@@ -262,3 +264,60 @@ def test_bad_settings_fail_at_startup_without_leaking_key() -> None:
             Client().get("/")
     conf.reset()
     assert "secret" not in str(info.value)
+
+
+UUID = "6f1c2b7e-0a4d-4c1e-9b2f-3a5d8e7c1f00"
+
+
+@pytest.mark.parametrize(
+    ("cookie", "expected"),
+    [
+        (f"ajs_anonymous_id=%22{UUID}%22", UUID),  # analytics.js classic (JSON, URL-encoded)
+        (f"ajs_anonymous_id={UUID}", UUID),  # analytics-next raw
+        (f'ajs_anonymous_id="{UUID}"', UUID),  # JSON quotes not URL-encoded
+        (f"other=1; ajs_anonymous_id=%22{UUID}%22; more=2", UUID),
+        ("ajs_anonymous_id=", None),
+        ("ajs_anonymous_id=%22%22", None),
+        ("ajs_anonymous_id=" + "a" * 500, None),
+        ("ajs_anonymous_id=abc%07def", None),  # control character
+        ("ajs_anonymous_id=abc\x01def", None),
+        ("ajs_anonymous_id=%FF%FE%22", None),  # not UTF-8
+        ("ajs_anonymous_id=\xff\xfe", None),  # latin-1 decoded raw bytes
+        ("xajs_anonymous_id=nope", None),
+        ("garbage;;; =; ===", None),
+    ],
+)
+def test_cookie_forms(segment: SegmentReceiver, cookie: str, expected: str | None) -> None:
+    response = Client(HTTP_COOKIE=cookie).get("/")
+    assert response.status_code == 200
+    (msg,) = flushed(segment, 1)
+    if expected is None:
+        fresh = msg["anonymousId"]
+        assert len(fresh) == 36 and fresh.count("-") == 4
+        assert response.cookies["ajs_anonymous_id"].value == f"%22{fresh}%22"
+    else:
+        assert msg["anonymousId"] == expected
+        assert "ajs_anonymous_id" not in response.cookies
+
+
+def test_header_is_used_when_cookie_is_absent_or_invalid(segment: SegmentReceiver) -> None:
+    Client(HTTP_X_ANONYMOUS_ID="from-header").get("/")
+    Client(HTTP_X_ANONYMOUS_ID="from-header-2", HTTP_COOKIE="ajs_anonymous_id=").get("/")
+    Client(HTTP_X_ANONYMOUS_ID="x" * 101).get("/")
+    msgs = flushed(segment, 3)
+    ids = {m["anonymousId"] for m in msgs}
+    assert {"from-header", "from-header-2"} < ids
+    (fresh,) = ids - {"from-header", "from-header-2"}
+    assert len(fresh) == 36
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cookie=st.text(st.characters(min_codepoint=0, max_codepoint=255), max_size=300))
+def test_any_cookie_header_is_served(segment: SegmentReceiver, cookie: str) -> None:
+    """Whatever the Cookie header holds, the request is served and the id is sane."""
+    response = Client(HTTP_COOKIE=cookie, HTTP_X_ANONYMOUS_ID=cookie[:120]).get("/")
+    assert response.status_code == 200
+    tracker_cookie = response.cookies.get("ajs_anonymous_id")
+    if tracker_cookie is not None:
+        value = tracker_cookie.value
+        assert value.startswith("%22") and value.endswith("%22") and len(value) == 42

@@ -101,6 +101,14 @@ def check_arrivals(receiver: SegmentReceiver, given: dict[str, str], port: int) 
         assert request.auth_ok
 
 
+def non_utf8_cookie_is_served(server: Server) -> dict[str, str]:
+    """Raw 0xFF 0xFE bytes in the Cookie header (http.client sends str as latin-1)."""
+    response = server.get("/?n=raw", headers={**BROWSER, "Cookie": "ajs_anonymous_id=\xff\xfe%FF; x=\x80"})
+    assert response.status == 200
+    (cookie,) = [c for c in response.cookies() if c.startswith("ajs_anonymous_id=")]
+    return {"raw": cookie.split(";", 1)[0].split("=", 1)[1][3:-3]}
+
+
 def excluded_sends_nothing(server: Server) -> None:
     response = server.get("/health", headers=BROWSER)
     assert response.status == 200
@@ -122,6 +130,7 @@ def test_gunicorn_delivers_every_page_once_on_sigterm(
     server.wait_ready()
     paths = [f"/?n={i}" if i % 2 else f"/products/ceramic-mug/?n={i}" for i in range(30)]
     given = drive(server, paths)
+    given.update(non_utf8_cookie_is_served(server))
     excluded_sends_nothing(server)
     assert receiver.messages == [], "nothing should be sent before shutdown with a 60 s flush interval"
     assert server.stop() == 0
