@@ -50,6 +50,32 @@ def _dumps(msg: dict[str, Any]) -> str:
     return json.dumps(msg, default=_json_default, separators=(",", ":"))
 
 
+class _SdkLogFilter(logging.Filter):
+    """The SDK logs whole request bodies at DEBUG (``making request: {... "writeKey": ...}``):
+    personal data and the write key. Drop those records; scrub known keys from the rest."""
+
+    def __init__(self) -> None:
+        super().__init__("segment")
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno <= logging.DEBUG and str(record.msg).startswith(
+            ("making request", "received response")
+        ):
+            return False
+        if self.secrets:
+            text = record.getMessage()
+            if any(secret in text for secret in self.secrets):
+                for secret in self.secrets:
+                    text = text.replace(secret, "[WRITE_KEY]")
+                record.msg, record.args = text, None
+        return True
+
+
+_sdk_log_filter = _SdkLogFilter()
+logging.getLogger("segment").addFilter(_sdk_log_filter)
+
+
 class _InFlight:
     """A batch being posted. Whoever settles it first (the sender with the endpoint's
     answer, or shutdown when time is up) accounts for it, so it is never counted twice."""
@@ -105,6 +131,8 @@ class Delivery:
     def __init__(self, settings: Any) -> None:
         self.settings = settings
         self.store = Store(settings.local_store)
+        if settings.write_key:
+            _sdk_log_filter.secrets.add(settings.write_key)
         self._reset()
         _registry.add(self)
 

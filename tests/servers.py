@@ -47,7 +47,12 @@ class Server:
         self.log_path = Path(env.get("SERVER_LOG", f"/tmp/segment-server-{port}.log"))
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            self.argv, env=full_env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            self.argv,
+            env=full_env,
+            cwd=cwd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.exit_seconds: float | None = None
 
@@ -64,7 +69,11 @@ class Server:
         raise AssertionError(f"server not ready after {timeout}s:\n{self.output()}")
 
     def request(
-        self, method: str, path: str, headers: Mapping[str, str] | None = None, body: bytes | None = None,
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | None = None,
         timeout: float = 10.0,
     ) -> Response:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)

@@ -19,10 +19,10 @@ import pytest
 
 pytest.importorskip("django")
 
-from helpers import WRITE_KEY  # noqa: E402
-from servers import ROOT, Server, gunicorn, uvicorn  # noqa: E402
+from helpers import WRITE_KEY
+from servers import ROOT, Server, gunicorn, uvicorn
 
-from segment_middleware.testing import SegmentReceiver  # noqa: E402
+from segment_middleware.testing import SegmentReceiver
 
 EXAMPLE = ROOT / "example_django"
 BROWSER = {
@@ -38,7 +38,11 @@ def shop_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env = {**os.environ, "SHOP_DB": str(db), "DJANGO_SETTINGS_MODULE": "shop.settings"}
     for command in (["migrate", "--noinput"], ["seed_shop"]):
         subprocess.run(
-            [sys.executable, str(EXAMPLE / "manage.py"), *command], env=env, check=True, capture_output=True, timeout=120
+            [sys.executable, str(EXAMPLE / "manage.py"), *command],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=120,
         )
     return db
 

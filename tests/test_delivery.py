@@ -1,0 +1,191 @@
+"""The delivery pipeline against a real receiver: fork, bounds, accounting, spool, poison."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import pytest
+from helpers import WRITE_KEY
+
+from segment_middleware.core import Runtime
+from segment_middleware.settings import Settings
+from segment_middleware.store import Store
+from segment_middleware.testing import SegmentReceiver
+
+
+def runtime(receiver: SegmentReceiver | None, store_path: str, **overrides: object) -> Runtime:
+    base: dict[str, object] = {"local_store": store_path, "flush_interval": 0.05}
+    if receiver is not None:
+        base.update(write_key=WRITE_KEY, host=receiver.url)
+    base.update(overrides)
+    return Runtime(Settings.from_sources(base))
+
+
+def balanced(stats: dict[str, int], pending: int = 0) -> bool:
+    return stats["queued"] == (
+        stats["delivered"] + stats["failed"] + stats["dropped"] + stats["spooled"] + pending
+    )
+
+
+def test_forked_child_sends_its_own_and_never_the_parents(receiver: SegmentReceiver, store_path: str) -> None:
+    rt = runtime(receiver, store_path, flush_interval=60)
+    parent = rt.tracker(user_id="parent")
+    for i in range(5):
+        parent.track("Before Fork", {"i": i})
+    pid = os.fork()
+    if pid == 0:  # child: its own queue, thread and HTTP session
+        code = 1
+        try:
+            child = rt.tracker(user_id="child")
+            child.track("In Child")
+            ok = rt.delivery.flush(10)
+            s = rt.delivery.stats()
+            code = 0 if ok and s["queued"] == 1 and s["delivered"] == 1 else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert rt.delivery.flush(10)
+    msgs = receiver.wait_for(6)
+    time.sleep(0.2)
+    events = sorted((m["userId"], m["event"]) for m in receiver.messages)
+    assert events == [("child", "In Child")] + [("parent", "Before Fork")] * 5
+    assert all(len(v) == 1 for v in receiver.by_message_id().values())
+    assert len(msgs) == 6
+
+
+def test_full_queue_drops_counts_and_logs_once_per_burst(
+    store_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An unreachable endpoint and a long interval keep everything queued.
+    rt = runtime(
+        None, store_path, write_key="k", host="http://127.0.0.1:9", max_queue_size=50, flush_interval=60
+    )
+    t = rt.tracker(anonymous_id="a")
+    with caplog.at_level(logging.WARNING, logger="segment_middleware"):
+        for _ in range(500):
+            t.track("E")
+    s = rt.delivery.stats()
+    assert s["queued"] == 500 and s["dropped"] == 450
+    assert rt.delivery.pending == 50
+    assert balanced(s, pending=50)
+    drops = [r for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(drops) == 1 and "queue full" in drops[0].getMessage()
+    rt.delivery.shutdown(0.2)  # spools what is left instead of losing it
+    s = rt.delivery.stats()
+    assert s["spooled"] == 50 and balanced(s)
+    assert len(Store(store_path).events(kind="spool")) == 50
+
+
+def test_outage_spools_and_replay_sends_original_ids(receiver: SegmentReceiver, store_path: str) -> None:
+    rt = runtime(receiver, store_path, max_retries=1)
+    receiver.fail_with(503)
+    t = rt.tracker(user_id="u1")
+    for i in range(3):
+        t.track("During Outage", {"i": i})
+    assert rt.delivery.flush(10)
+    s = rt.delivery.stats()
+    assert s["spooled"] == 3 and s["delivered"] == 0 and s["retried"] == 3 and balanced(s)
+    spooled = Store(store_path).events(kind="spool")
+    assert {r.message["properties"]["i"] for r in spooled} == {0, 1, 2}
+    receiver.healthy()
+    from segment_middleware.cli import main
+
+    assert main(["--store", store_path, "replay", "--write-key", WRITE_KEY, "--host", receiver.url]) == 0
+    got = receiver.wait_for(3)
+    assert sorted(m["messageId"] for m in got) == sorted(r.message_id for r in spooled)
+    assert main(["--store", store_path, "replay", "--write-key", WRITE_KEY, "--host", receiver.url]) == 0
+    time.sleep(0.2)
+    assert len(receiver.messages) == 3
+
+
+def test_one_rejected_message_does_not_block_its_batch(
+    receiver: SegmentReceiver, store_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    rt = runtime(receiver, store_path, flush_interval=60)
+    receiver.reject_messages(lambda m: m.get("properties", {}).get("poison") is True)
+    t = rt.tracker(user_id="u")
+    for i in range(10):
+        t.track("E", {"i": i, "poison": i == 6, "secret_note": "do-not-log"})
+    with caplog.at_level(logging.ERROR, logger="segment_middleware"):
+        assert rt.delivery.flush(10)
+    got = receiver.wait_for(9)
+    assert sorted(m["properties"]["i"] for m in got) == [0, 1, 2, 3, 4, 5, 7, 8, 9]
+    s = rt.delivery.stats()
+    assert s["delivered"] == 9 and s["failed"] == 1 and balanced(s)
+    text = " ".join(r.getMessage() for r in caplog.records)
+    assert "rejected" in text and "do-not-log" not in text
+
+
+def test_oversize_message_is_dropped_alone(receiver: SegmentReceiver, store_path: str) -> None:
+    rt = runtime(receiver, store_path)
+    t = rt.tracker(user_id="u")
+    t.track("Small", {"n": 1})
+    t.track("Huge", {"blob": "x" * 40_000})
+    t.track("Small", {"n": 2})
+    assert rt.delivery.flush(10)
+    got = receiver.wait_for(2)
+    assert [m["event"] for m in got] == ["Small", "Small"]
+    s = rt.delivery.stats()
+    assert s["failed"] == 1 and s["delivered"] == 2 and balanced(s)
+
+
+def test_before_send_can_enrich_and_drop(receiver: SegmentReceiver, store_path: str) -> None:
+    def hook(msg: dict) -> dict | None:
+        if msg.get("event") == "Drop Me":
+            return None
+        msg.setdefault("properties", {})["enriched"] = True
+        return msg
+
+    rt = runtime(receiver, store_path, before_send=[hook], integrations={"All": True, "Mixpanel": False})
+    t = rt.tracker(user_id="u")
+    t.track("Keep")
+    t.track("Drop Me")
+    t.track("Override", integrations={"Mixpanel": True})
+    assert rt.delivery.flush(10)
+    got = receiver.wait_for(2)
+    assert [m["event"] for m in got] == ["Keep", "Override"]
+    assert all(m["properties"]["enriched"] for m in got)
+    assert got[0]["integrations"] == {"All": True, "Mixpanel": False}
+    assert got[1]["integrations"] == {"All": True, "Mixpanel": True}
+    s = rt.delivery.stats()
+    assert s["dropped"] == 1 and balanced(s)
+
+
+def test_shutdown_is_bounded_with_a_slow_endpoint(receiver: SegmentReceiver, store_path: str) -> None:
+    rt = runtime(receiver, store_path, timeout=10, shutdown_timeout=1.0, flush_interval=60)
+    receiver.slow(5)
+    t = rt.tracker(user_id="u")
+    for i in range(5):
+        t.track("E", {"i": i})
+    start = time.monotonic()
+    rt.delivery.shutdown()
+    took = time.monotonic() - start
+    assert took < 1.6
+    s = rt.delivery.stats()
+    assert s["spooled"] == 5 and balanced(s)
+    assert len(Store(store_path).events(kind="spool")) == 5
+
+
+def test_no_write_key_goes_to_the_store(store_path: str) -> None:
+    rt = runtime(None, store_path)
+    rt.tracker(user_id="u").track("Local", {"a": 1})
+    assert rt.delivery.flush(5)
+    (row,) = Store(store_path).events()
+    assert row.kind == "local" and row.event == "Local" and row.message["properties"] == {"a": 1}
+    assert Path(store_path).exists()
+
+
+def test_write_key_never_logged(
+    receiver: SegmentReceiver, store_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    rt = runtime(receiver, store_path, max_retries=1)
+    receiver.fail_with(401)
+    with caplog.at_level(logging.DEBUG):
+        rt.tracker(user_id="u").track("E")
+        assert rt.delivery.flush(10)
+    assert caplog.records
+    assert WRITE_KEY not in caplog.text
