@@ -42,7 +42,11 @@ def parse_anonymous_id(raw: str | None) -> str | None:
     if not raw or len(raw) > 3 * MAX_ID_LENGTH + 6 or not raw.isascii():
         return None  # cookie and header values are ASCII on the wire; anything else is mangled
     value = raw
-    if "%" in value:
+    if value.startswith("%22") and value.endswith("%22") and "%" not in value[3:-3]:
+        value = value[3:-3]  # the classic form we write ourselves: skip the general decoder
+        if not value or '"' in value or "\\" in value:
+            return None
+    elif "%" in value:
         try:
             value = unquote_to_bytes(value).decode("utf-8")
         except UnicodeDecodeError:
