@@ -121,6 +121,17 @@ class Runtime:
         value = self._call_quietly(getter, request, "USER_ID")
         return None if value is None or value == "" else str(value)
 
+    def identify_on_login(self, tracker: Tracker | None, user_id: Any, user: Any) -> None:
+        """The auth layer's log-in signal: an identify linking the anonymousId to the user."""
+        if tracker is None or not tracker.enabled:
+            return
+        hook = self.settings.identify_traits
+        traits = (self._call_quietly(hook, user, "IDENTIFY_TRAITS", {}) or {}) if hook is not None else {}
+        try:
+            tracker.identify(user_id, traits)
+        except (TypeError, ValueError) as exc:
+            log.warning("segment: identify on log-in skipped: %s", exc)
+
     def _should_track(self, request: Any) -> bool:
         hook = self.settings.should_track
         return True if hook is None else bool(self._call_quietly(hook, request, "SHOULD_TRACK", True))

@@ -21,19 +21,6 @@ class SegmentConfig(AppConfig):
 
 
 def _identify_on_login(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
-    """Stitch the visitor's anonymousId to the user who just logged in."""
-    tracker = getattr(request, "segment", None) if request is not None else None
-    if tracker is None or not tracker.enabled:
-        return
     from .conf import get_runtime
 
-    traits: Any = {}
-    hook = get_runtime().settings.identify_traits
-    if hook is not None:
-        traits = get_runtime()._call_quietly(hook, user, "IDENTIFY_TRAITS", {}) or {}
-    try:
-        tracker.identify(str(user.pk), traits)
-    except (TypeError, ValueError) as exc:
-        import logging
-
-        logging.getLogger("segment_middleware").warning("segment: identify on log-in skipped: %s", exc)
+    get_runtime().identify_on_login(getattr(request, "segment", None), user.pk, user)

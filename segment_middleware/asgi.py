@@ -1,0 +1,200 @@
+"""Starlette, FastAPI, any ASGI app: ``app.add_middleware(SegmentMiddleware, write_key=...)``.
+
+A pure ASGI middleware (it wraps ``send``, like Starlette's own CORS and GZip middleware,
+never ``BaseHTTPMiddleware``): bodies stream through untouched, the page call is queued
+when ``http.response.start`` passes with the status. ``http`` scopes only; websocket
+passes straight through, lifespan too, except that shutdown first flushes (in a worker
+thread, never blocking the event loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from .context import RequestFacts
+from .core import Runtime
+from .identity import set_cookie_header
+from .settings import Settings
+from .tracker import Tracker, _current
+
+__all__ = ["SegmentMiddleware", "get_tracker"]
+
+log = logging.getLogger("segment_middleware")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+def asgi_user_id(scope: Scope) -> Any:
+    """Starlette ``AuthenticationMiddleware``'s user: ``identity``, else ``display_name``."""
+    user = scope.get("user")
+    if user is None or not getattr(user, "is_authenticated", False):
+        return None
+    try:
+        identity = user.identity
+    except (AttributeError, NotImplementedError):
+        identity = None
+    return identity if identity not in (None, "") else getattr(user, "display_name", None)
+
+
+def route_name(scope: Scope) -> str | None:
+    route = scope.get("route")
+    name = getattr(route, "name", None)
+    if name:
+        return str(name)
+    endpoint = scope.get("endpoint")
+    return getattr(endpoint, "__name__", None)
+
+
+class SegmentMiddleware:
+    """Keywords are the lowercase setting names: ``write_key``, ``host``, ``exclude_paths``..."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], **settings: Any) -> None:
+        self.app = app
+        self.runtime = Runtime(Settings.from_sources(settings, style="kwarg"))
+        s = self.runtime.settings
+        self._cookie_name = s.anonymous_id_cookie
+        self._id_header = s.anonymous_id_header.lower().encode("latin-1")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self.app(scope, receive, self._lifespan_send(send))
+        else:
+            await self.app(scope, receive, send)
+
+    # ------------------------------------------------------------------ http
+    def _begin(self, scope: Scope) -> Tracker:
+        path = scope["path"]
+        root = scope.get("root_path")
+        if root and not path.startswith(root):  # servers differ on whether path includes it
+            path = root + path
+        if not self.runtime.tracks(path, scope["method"]):
+            return Tracker(None, enabled=False)
+        cookie = host = referrer = agent = language = forwarded = anon = gpc = dnt = None
+        id_header = self._id_header
+        for name, value in scope.get("headers") or ():
+            if name == b"cookie":
+                cookie = value.decode("latin-1") if cookie is None else f"{cookie}; {value.decode('latin-1')}"
+            elif name == b"host":
+                host = value.decode("latin-1")
+            elif name == b"referer":
+                referrer = value.decode("latin-1")
+            elif name == b"user-agent":
+                agent = value.decode("latin-1")
+            elif name == b"accept-language":
+                language = value.decode("latin-1")
+            elif name == b"x-forwarded-for":
+                forwarded = value.decode("latin-1")
+            elif name == id_header:
+                anon = value.decode("latin-1")
+            elif name == b"sec-gpc":
+                gpc = value.decode("latin-1")
+            elif name == b"dnt":
+                dnt = value.decode("latin-1")
+        client = scope.get("client")
+        server = scope.get("server")
+        if host is None and server:
+            host = f"{server[0]}:{server[1]}" if server[1] not in (80, 443, None) else str(server[0])
+        facts = RequestFacts(
+            scope["method"],
+            scope.get("scheme", "http"),
+            host or "",
+            path,
+            scope.get("query_string", b"").decode("latin-1"),
+            referrer,
+            agent,
+            language,
+            client[0] if client else None,
+            forwarded,
+        )
+        return self.runtime.begin(
+            scope, facts, cookie, anon, gpc, dnt, user_resolver=lambda: self._user_id(scope)
+        )
+
+    def _user_id(self, scope: Scope) -> str | None:
+        return self.runtime.user_id_for(scope, asgi_user_id)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            tracker = self._begin(scope)
+        except Exception:  # never break the host app
+            log.exception("segment: could not start tracking this request")
+            tracker = Tracker(None, enabled=False)
+        scope.setdefault("state", {})["segment"] = tracker
+        if not tracker.enabled:
+            token = _current.set(tracker)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                _current.reset(token)
+            return
+        ended = False
+        runtime = self.runtime
+
+        def finish(status: int) -> bytes | None:
+            nonlocal ended
+            if ended:
+                return None
+            ended = True
+            try:
+                cookie = runtime.end(tracker, status, route_name(scope), self._user_id(scope))
+            except Exception:
+                log.exception("segment: could not finish tracking this request")
+                return None
+            return None if cookie is None else set_cookie_header(cookie).encode("latin-1")
+
+        async def tracking_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                cookie = finish(message["status"])
+                if cookie is not None:
+                    message["headers"] = [*message.get("headers", ()), (b"set-cookie", cookie)]
+            await send(message)
+
+        token = _current.set(tracker)
+        try:
+            await self.app(scope, receive, tracking_send)
+        except BaseException:
+            finish(500)
+            raise
+        finally:
+            _current.reset(token)
+
+    # ------------------------------------------------------------------ lifespan
+    def _lifespan_send(self, send: Send) -> Send:
+        delivery = self.runtime.delivery
+
+        async def lifespan_send(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                loop = asyncio.get_running_loop()
+                timeout = self.runtime.settings.shutdown_timeout
+                try:
+                    await loop.run_in_executor(None, delivery.flush, timeout)
+                except Exception:
+                    log.exception("segment: flush at lifespan shutdown failed")
+            await send(message)
+
+        return lifespan_send
+
+
+try:  # FastAPI resolves dependencies by annotation, so this needs the real Request class.
+    from starlette.requests import HTTPConnection
+
+    def get_tracker(request: HTTPConnection) -> Tracker:
+        """FastAPI dependency: ``tracker: Tracker = Depends(get_tracker)``."""
+        tracker = getattr(request.state, "segment", None)
+        if tracker is None:
+            raise RuntimeError("SegmentMiddleware is not installed on this app")
+        return tracker  # type: ignore[no-any-return]
+
+except ImportError:  # pragma: no cover - plain ASGI without Starlette
+
+    def get_tracker(request: Any) -> Tracker:  # type: ignore[misc]
+        raise RuntimeError("get_tracker needs Starlette (pip install 'segment-middleware[starlette]')")
