@@ -1,0 +1,167 @@
+"""SPEC 7 under a real gunicorn worker and a misbehaving endpoint, checked by messageId.
+
+Each row: healthy latency first, then the same requests with the fault switched on;
+requests must not slow down (median within 1.5x), every page call is either received or
+spooled (never both, never neither, never twice), and the worker exits in its bound.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import pytest
+
+pytest.importorskip("django")
+
+from helpers import WRITE_KEY
+from servers import ROOT, Server, gunicorn
+
+from segment_middleware.store import Store
+from segment_middleware.testing import SegmentReceiver
+
+EXAMPLE = ROOT / "example_django"
+SHUTDOWN_TIMEOUT = 3.0
+REQUESTS = 30
+
+
+@dataclass
+class Row:
+    name: str
+    fault: Callable[[SegmentReceiver], None]
+    delivered_all: bool  # True: the endpoint recovers and everything arrives
+    rejected: int = 0  # messages the endpoint rejects for good (400)
+
+
+ROWS = [
+    Row("refused", lambda r: r.refuse(), delivered_all=False),
+    Row("http-500", lambda r: r.fail_with(500), delivered_all=False),
+    Row("http-503-then-ok", lambda r: r.fail_with(503, times=2), delivered_all=True),
+    Row("http-429-retry-after", lambda r: r.fail_with(429, times=1, retry_after=1), delivered_all=True),
+    Row("slow-10s", lambda r: r.slow(10), delivered_all=False),
+    Row("reset", lambda r: r.reset(), delivered_all=False),
+    Row(
+        "reject-one-message",
+        lambda r: r.reject_messages(lambda m: "n=f7" in m.get("properties", {}).get("search", "")),
+        delivered_all=True,
+        rejected=1,
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def shop_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    db = tmp_path_factory.mktemp("shop") / "db.sqlite3"
+    env = {**os.environ, "SHOP_DB": str(db), "DJANGO_SETTINGS_MODULE": "shop.settings"}
+    for command in (["migrate", "--noinput"], ["seed_shop"]):
+        subprocess.run(
+            [sys.executable, str(EXAMPLE / "manage.py"), *command],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+    return db
+
+
+@pytest.fixture
+def server_box() -> Iterator[list[Server]]:
+    servers: list[Server] = []
+    yield servers
+    for server in servers:
+        server.kill()
+
+
+def timed_requests(server: Server, prefix: str, count: int) -> list[float]:
+    latencies = []
+    for i in range(count):
+        start = time.perf_counter()
+        response = server.get(f"/?n={prefix}{i}")
+        latencies.append(time.perf_counter() - start)
+        assert response.status == 200, server.output()
+    return latencies
+
+
+def worker_rss_kb(server: Server) -> int:
+    """Peak RSS (VmHWM) of the gunicorn worker, the master's only child."""
+    children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split()
+    peak = 0
+    for pid in children:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                peak = max(peak, int(line.split()[1]))
+    return peak
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r.name for r in ROWS])
+def test_outage_row(
+    row: Row, receiver: SegmentReceiver, shop_db: Path, tmp_path: Path, server_box: list[Server]
+) -> None:
+    store_path = tmp_path / "spool.sqlite3"
+    env = {
+        "SHOP_DB": str(shop_db),
+        "DJANGO_SETTINGS_MODULE": "shop.settings",
+        "DJANGO_DEBUG": "0",
+        "SEGMENT_WRITE_KEY": WRITE_KEY,
+        "SEGMENT_HOST": receiver.url,
+        "SEGMENT_FLUSH_INTERVAL": "0.2",
+        "SEGMENT_FLUSH_AT": "10",
+        "SEGMENT_MAX_RETRIES": "2",
+        "SEGMENT_TIMEOUT": "1",
+        "SEGMENT_SHUTDOWN_TIMEOUT": str(SHUTDOWN_TIMEOUT),
+        "SEGMENT_LOCAL_STORE": str(store_path),
+        "TEST_TMP": str(tmp_path),
+    }
+    server = gunicorn("shop.wsgi:application", env, "--workers", "1", chdir=EXAMPLE)
+    server_box.append(server)
+    server.wait_ready()
+    timed_requests(server, "w", 5)  # warm up
+    healthy = timed_requests(server, "h", REQUESTS)
+    receiver.wait_for(REQUESTS + 5, timeout=10)  # healthy: all delivered (/health is excluded)
+    row.fault(receiver)
+    faulty = timed_requests(server, "f", REQUESTS)
+    time.sleep(0.5)  # let the sender meet the fault
+    rss = worker_rss_kb(server)
+    code = server.stop(timeout=SHUTDOWN_TIMEOUT + 15)
+    receiver.healthy()
+
+    assert code == 0
+    assert server.exit_seconds is not None and server.exit_seconds < SHUTDOWN_TIMEOUT + 3, server.output()
+    ratio = statistics.median(faulty) / statistics.median(healthy)
+    assert ratio < 1.5, f"requests slowed by the fault: median ratio {ratio:.2f}"
+
+    received = {m["messageId"]: m for m in receiver.messages}
+    by_id = receiver.by_message_id()
+    assert all(len(v) == 1 for v in by_id.values()), "a message arrived twice"
+    spooled = {}
+    if store_path.exists():
+        spooled = {event.message_id: event.message for event in Store(str(store_path)).events(kind="spool")}
+    assert not set(received) & set(spooled), "a message was both delivered and spooled"
+
+    def n_of(msg: dict) -> str:
+        return parse_qs(msg["properties"]["search"][1:])["n"][0]
+
+    fault_pages = [n_of(m) for m in [*received.values(), *spooled.values()] if m["type"] == "page"]
+    fault_pages = [n for n in fault_pages if n.startswith("f")]
+    expected = sorted(f"f{i}" for i in range(REQUESTS))
+    lost = sorted(set(expected) - set(fault_pages))
+    assert len(lost) == row.rejected, f"lost: {lost}"
+    assert sorted(set(fault_pages)) == sorted(set(expected) - set(lost))
+    assert len(fault_pages) == len(set(fault_pages)), "a page call was recorded twice"
+    received_fault = [n for n in (n_of(m) for m in received.values()) if n.startswith("f")]
+    if row.delivered_all:
+        assert len(received_fault) == REQUESTS - row.rejected and not spooled
+    else:
+        assert spooled, "undeliverable batches must be spooled"
+    print(
+        f"\nROW {row.name}: sent {REQUESTS} received {len(received_fault)} spooled {len(spooled)} "
+        f"dropped {row.rejected} duplicated 0 latency-ratio {ratio:.2f} peak-rss {rss} kB "
+        f"exit {server.exit_seconds:.2f}s"
+    )
