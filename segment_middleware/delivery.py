@@ -17,7 +17,6 @@ retryable-status rules, Retry-After parsing).
 
 from __future__ import annotations
 
-import atexit
 import collections
 import json
 import logging
@@ -27,6 +26,7 @@ import time
 import weakref
 from typing import Any
 
+from .lifecycle import install_process_exit
 from .messages import Item, finalize
 from .store import LOCAL, SPOOL, Store
 
@@ -488,4 +488,4 @@ def shutdown_all() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(shutdown_all)
+install_process_exit(shutdown_all)

@@ -80,3 +80,24 @@ def _hook_uvicorn(handler: Any, flush: Callable[[], None]) -> bool:
         return True
     except Exception:  # pragma: no cover - defensive: uvicorn internals changed
         return False
+
+
+class _Anchor:
+    """Kept alive for ``multiprocessing.util.register_after_fork`` (a weak registry)."""
+
+
+_ANCHOR = _Anchor()
+
+
+def install_process_exit(flush: Callable[[], None]) -> None:
+    """Flush at interpreter exit, and at the exit of forked multiprocessing children.
+
+    ``multiprocessing`` ends a forked child with ``os._exit`` (no ``atexit``) after running
+    its own finalizers, and clears inherited finalizers first; so each child registers a
+    finalizer of its own (``ProcessPoolExecutor`` workers, ``Pool`` workers, ``Process``).
+    """
+    import atexit
+    import multiprocessing.util as mp_util
+
+    atexit.register(flush)
+    mp_util.register_after_fork(_ANCHOR, lambda _anchor: mp_util.Finalize(None, flush, exitpriority=100))
