@@ -169,12 +169,16 @@ def _replay(args: argparse.Namespace) -> int:
     since = _parse_when(args.since) if args.since else None
     store = Store(settings.local_store)
     sender = Delivery(settings.replace(max_retries=min(settings.max_retries, 3)))
+    store.release_stale_claims()
     sent = 0
-    for rows in store.iter_pending(since=since):
-        batch = [(row.message, row.body) for row in rows]
+    while True:
+        rows = store.claim(100, kind="all", since=since)
+        if not rows:
+            break
         try:
-            sender._post(batch)
+            sender._post([(row.message, row.body) for row in rows])
         except Exception as exc:
+            store.release(row.id for row in rows)
             left = len(store.events(since=since, pending_only=True))
             print(
                 f"replay: stopped after {sent} message(s): {type(exc).__name__}; {left} left", file=sys.stderr

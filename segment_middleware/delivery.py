@@ -37,6 +37,8 @@ log = logging.getLogger("segment_middleware")
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 475_000  # the SDK's limit, below Segment's 500 KB
 DROP_LOG_WINDOW = 10.0  # seconds: drops within one window are logged once, with the count
+REPLAY_EVERY = 5.0  # seconds between AUTO_REPLAY passes
+REPLAY_BATCHES = 10  # batches per pass, so replay never starves fresh messages
 STAT_KEYS = ("queued", "delivered", "failed", "dropped", "spooled", "retried")
 
 
@@ -149,6 +151,8 @@ class Delivery:
         self._stopping = False
         self._uploader: Any = None
         self._in_flight: _InFlight | None = None
+        self._endpoint_ok = False
+        self._last_replay = -REPLAY_EVERY
         self._counts = dict.fromkeys(STAT_KEYS, 0)
         self._pending = 0
         self._retries_in_batch = 0
@@ -239,6 +243,8 @@ class Delivery:
                 while self._queue and not self._abort.is_set():
                     self._send_batch(self._take())
                 self._log_pending_drops()
+                if self.settings.auto_replay and self._endpoint_ok and not self._stopping:
+                    self._replay_some()
             except Exception:  # never let the sender die; it is the only one
                 log.exception("segment: sender error")
             if self._stopping and not self._queue:
@@ -313,6 +319,7 @@ class Delivery:
             if flight.settle():
                 self._rejected_or_spooled(batch, exc)
         else:
+            self._endpoint_ok = True
             if flight.settle():
                 self._count("delivered", len(batch))
         finally:
@@ -352,6 +359,30 @@ class Delivery:
             if self._retries_in_batch:
                 self._count("retried", len(batch))
 
+    def _replay_some(self) -> None:
+        """AUTO_REPLAY: once the endpoint answers again, send spooled batches a few at a
+        time (rows are claimed, so several workers never send the same one)."""
+        now = time.monotonic()
+        if now - self._last_replay < REPLAY_EVERY:
+            return
+        self._last_replay = now
+        try:
+            self.store.release_stale_claims()
+            for _ in range(REPLAY_BATCHES):
+                rows = self.store.claim(self.settings.flush_at)
+                if not rows:
+                    return
+                try:
+                    self._post([(row.message, row.body) for row in rows])
+                except Exception:
+                    self.store.release(row.id for row in rows)
+                    self._endpoint_ok = False
+                    return
+                self.store.mark_replayed(row.id for row in rows)
+                log.info("segment: replayed %d spooled message(s)", len(rows))
+        except Exception as exc:  # the store is optional here: never stop the sender
+            log.warning("segment: automatic replay skipped: %s", exc)
+
     def _rejected_or_spooled(self, batch: list[tuple[dict[str, Any], str]], exc: Exception) -> None:
         """A 400 means a message in the batch is bad: split until it is alone, then drop
         it (counted, logged without contents). Anything else is an outage: spool."""
@@ -371,6 +402,7 @@ class Delivery:
                 getattr(exc, "message", "") or "400",
             )
             return
+        self._endpoint_ok = False
         self._spool(batch, f"{type(exc).__name__}: {status or ''}".strip())
 
     def _spool(self, batch: list[tuple[dict[str, Any], str]], why: str) -> None:

@@ -117,6 +117,7 @@ class Settings:
     gzip: bool = False
     shutdown_timeout: float = 5.0
     spool: bool = True
+    auto_replay: bool = False
     local_store: str = ".segment/events.sqlite3"
 
     # ---------------------------------------------------------------- construction
@@ -365,5 +366,6 @@ _CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "gzip": _bool,
     "shutdown_timeout": _number(float, 0),
     "spool": _bool,
+    "auto_replay": _bool,
     "local_store": _token(re.compile(r"^[^\x00]+$"), "file path"),
 }

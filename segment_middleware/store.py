@@ -134,6 +134,46 @@ class Store:
             conn = self._connect()
             conn.executemany("UPDATE events SET replayed_at = ? WHERE id = ?", [(now, i) for i in ids])
 
+    def claim(self, limit: int = 100, kind: str = SPOOL, since: float | None = None) -> list[StoredEvent]:
+        """Take up to ``limit`` unsent rows for this process, so that several workers (and
+        the CLI) replaying at once never send the same row twice. ``release`` undoes it."""
+        claim = -float(os.getpid())  # a negative replayed_at marks "claimed, being sent"
+        with self._lock:
+            conn = self._connect()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                where = "replayed_at IS NULL" + (" AND kind = ?" if kind != "all" else "")
+                args: list[Any] = [kind] if kind != "all" else []
+                if since is not None:
+                    where += " AND stored_at >= ?"
+                    args.append(since)
+                rows = conn.execute(
+                    f"SELECT * FROM events WHERE {where} ORDER BY id LIMIT {int(limit)}", args
+                ).fetchall()
+                conn.executemany(
+                    "UPDATE events SET replayed_at = ? WHERE id = ?", [(claim, r[0]) for r in rows]
+                )
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        return [StoredEvent(*row) for row in rows]
+
+    def release(self, ids: Iterable[int]) -> None:
+        with self._lock:
+            conn = self._connect()
+            conn.executemany("UPDATE events SET replayed_at = NULL WHERE id = ?", [(i,) for i in ids])
+
+    def release_stale_claims(self) -> None:
+        """Claims of processes that died mid-replay go back to the queue."""
+        with self._lock:
+            conn = self._connect()
+            rows = conn.execute("SELECT DISTINCT replayed_at FROM events WHERE replayed_at < 0").fetchall()
+            for (claim,) in rows:
+                pid = int(-claim)
+                if not _alive(pid):
+                    conn.execute("UPDATE events SET replayed_at = NULL WHERE replayed_at = ?", (claim,))
+
     def delete_user(self, user_id: str) -> int:
         with self._lock:
             cur = self._connect().execute("DELETE FROM events WHERE user_id = ?", (user_id,))
@@ -181,6 +221,18 @@ class Store:
     def count(self) -> int:
         with self._lock:
             return int(self._connect().execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _text(value: Any) -> str | None:

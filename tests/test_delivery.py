@@ -189,3 +189,51 @@ def test_write_key_never_logged(
         assert rt.delivery.flush(10)
     assert caplog.records
     assert WRITE_KEY not in caplog.text
+
+
+def test_auto_replay_sends_spool_once_endpoint_recovers(receiver: SegmentReceiver, store_path: str) -> None:
+    import segment_middleware.delivery as delivery_module
+
+    rt = runtime(receiver, store_path, max_retries=0, auto_replay=True)
+    receiver.fail_with(500)
+    t = rt.tracker(user_id="u")
+    for i in range(4):
+        t.track("Spooled", {"i": i})
+    assert rt.delivery.flush(10)
+    spooled = Store(store_path).events(kind="spool")
+    assert len(spooled) == 4 and receiver.messages == []
+    receiver.healthy()
+    original = delivery_module.REPLAY_EVERY
+    delivery_module.REPLAY_EVERY = 0.0
+    try:
+        t.track("Fresh")
+        got = receiver.wait_for(5, timeout=10)
+    finally:
+        delivery_module.REPLAY_EVERY = original
+    assert sorted(m["messageId"] for m in got if m["event"] == "Spooled") == sorted(
+        r.message_id for r in spooled
+    )
+    time.sleep(0.3)
+    assert len(receiver.messages) == 5
+    assert all(r.replayed_at and r.replayed_at > 0 for r in Store(store_path).events(kind="spool"))
+
+
+def test_concurrent_replays_never_send_a_row_twice(receiver: SegmentReceiver, store_path: str) -> None:
+    import threading
+
+    from segment_middleware.cli import main
+
+    rt = runtime(None, store_path)
+    t = rt.tracker(user_id="u")
+    for i in range(450):
+        t.track("Local", {"i": i})
+    assert rt.delivery.flush(10)
+    argv = ["--store", store_path, "replay", "--write-key", WRITE_KEY, "--host", receiver.url]
+    threads = [threading.Thread(target=main, args=(argv,)) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    receiver.wait_for(450)
+    time.sleep(0.3)
+    assert sorted(m["properties"]["i"] for m in receiver.messages) == list(range(450))
