@@ -12,13 +12,14 @@ import functools
 import ipaddress
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
 from .version import LIBRARY
 
 __all__ = ["RequestFacts", "build_context", "page_properties"]
 
 REDACTED = "[REDACTED]"
+_REDACTED_Q = quote(REDACTED)
 
 _CAMPAIGN = {
     "utm_source": "source",
@@ -87,7 +88,9 @@ class _Built:
 
 
 # ------------------------------------------------------------------ helpers
-def _redact_word(key: str, words: frozenset[str]) -> bool:
+@functools.lru_cache(maxsize=2048)
+def _sensitive(key: str, words: frozenset[str]) -> bool:
+    """Is this query key one to redact? ``access_token``, ``user[email]``, ``API-Key`` are."""
     low = key.lower()
     if low in words:
         return True
@@ -96,25 +99,41 @@ def _redact_word(key: str, words: frozenset[str]) -> bool:
     return any(part in words for part in low.split())
 
 
+def _unquote(text: str) -> str:
+    return unquote_plus(text) if ("%" in text or "+" in text) else text
+
+
 def redact_query(query: str, words: frozenset[str]) -> tuple[str, list[tuple[str, str]]]:
-    """The query string with sensitive values replaced, and its parsed pairs (redacted)."""
+    """The query string with sensitive values replaced, and its decoded pairs (redacted).
+
+    A hand-rolled split rather than ``parse_qsl``: this runs for every page call, most
+    parameters need no decoding, and untouched parameters keep their original encoding.
+    """
     if not query:
         return "", []
-    pairs = parse_qsl(query, keep_blank_values=True, errors="replace")
+    pairs: list[tuple[str, str]] = []
+    parts: list[str] = []
     changed = False
-    out: list[tuple[str, str]] = []
-    for key, value in pairs:
-        if _redact_word(key, words):
-            out.append((key, REDACTED))
+    for part in query.split("&"):
+        if not part:
+            continue
+        raw_key, _, raw_value = part.partition("=")
+        key = _unquote(raw_key)
+        if _sensitive(key, words):
+            pairs.append((key, REDACTED))
+            parts.append(f"{raw_key}={_REDACTED_Q}")
             changed = True
         else:
-            out.append((key, value))
-    return (urlencode(out) if changed else query), out
+            pairs.append((key, _unquote(raw_value)))
+            parts.append(part)
+    return ("&".join(parts) if changed else query), pairs
 
 
 def redact_url(url: str | None, words: frozenset[str]) -> str:
     if not url:
         return ""
+    if "?" not in url:
+        return url
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -150,6 +169,8 @@ def client_ip(facts: RequestFacts, trusted: tuple[str, ...], anonymize: bool) ->
     Walking the list from the right and skipping trusted hops means a visitor cannot
     spoof their address by sending their own X-Forwarded-For.
     """
+    if not trusted and not anonymize:
+        return facts.remote_addr or None  # the server's own peer address: nothing to parse
     peer = _ip(facts.remote_addr)
     address = peer
     if peer is not None and trusted and facts.forwarded_for:
@@ -222,12 +243,15 @@ def _redact_words(words: tuple[str, ...]) -> frozenset[str]:
 
 
 def build_context(facts: RequestFacts | None, settings: Any) -> dict[str, Any]:
-    """A fresh copy of the request's context (messages may be changed by before_send)."""
+    """The request's context, a copy per message (the page part is shared unless
+    before_send hooks, which may change it in place, are configured)."""
     if facts is None:
-        return {"library": LIBRARY}
+        return {"library": dict(LIBRARY)}
     built = build(facts, settings)
     context = dict(built.context)
-    context["page"] = dict(built.page)
+    if settings.before_send:
+        context["page"] = dict(built.page)
+        context["library"] = dict(LIBRARY)
     return context
 
 

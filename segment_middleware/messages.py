@@ -7,8 +7,8 @@ facts here rather than in the request.
 
 from __future__ import annotations
 
-import datetime as _dt
-import uuid
+import os
+import time
 from typing import Any
 
 from .context import RequestFacts, build_context, page_properties
@@ -18,8 +18,23 @@ __all__ = ["Item", "finalize", "iso_timestamp"]
 Item = tuple[dict[str, Any], "RequestFacts | None", float, "tuple[int | None, str | None] | None"]
 
 
+_second: tuple[int, str] = (-1, "")
+
+
 def iso_timestamp(ts: float) -> str:
-    return _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc).isoformat(timespec="milliseconds")
+    """ISO 8601 in UTC with milliseconds; the date part is formatted once per second."""
+    global _second
+    whole = int(ts)
+    cached = _second
+    if cached[0] != whole:
+        cached = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{cached[1]}.{int((ts - whole) * 1000):03d}Z"
+
+
+def message_id() -> str:
+    """A random (version 4) UUID string, without building a ``uuid.UUID`` object."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 def finalize(item: Item, settings: Any) -> dict[str, Any] | None:
@@ -39,7 +54,7 @@ def finalize(item: Item, settings: Any) -> dict[str, Any] | None:
     if "timestamp" not in msg:
         msg["timestamp"] = iso_timestamp(ts)
     if "messageId" not in msg:
-        msg["messageId"] = str(uuid.uuid4())
+        msg["messageId"] = message_id()
     result: dict[str, Any] | None = msg
     for hook in settings.before_send:
         result = hook(result)

@@ -18,6 +18,9 @@ from typing import Any
 
 __all__ = ["LOCAL", "SPOOL", "Store", "StoredEvent"]
 
+_ROW_SLOTS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_ROWS_PER_INSERT = 90  # 10 parameters a row, under SQLite's old 999-parameter limit
+
 LOCAL = "local"  # recorded because no write key is set
 SPOOL = "spool"  # delivery failed; waiting for `replay`
 
@@ -117,11 +120,15 @@ class Store:
             conn = self._connect()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(
-                    "INSERT INTO events (message_id, kind, type, event, user_id, anonymous_id, timestamp,"
-                    " stored_at, error, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    values,
-                )
+                # One multi-row INSERT per chunk: executemany releases the GIL per row, which
+                # makes a spool write crawl when request threads keep the GIL busy.
+                for start in range(0, len(values), _ROWS_PER_INSERT):
+                    chunk = values[start : start + _ROWS_PER_INSERT]
+                    conn.execute(
+                        "INSERT INTO events (message_id, kind, type, event, user_id, anonymous_id, timestamp,"
+                        " stored_at, error, body) VALUES " + ",".join([_ROW_SLOTS] * len(chunk)),
+                        [field for row in chunk for field in row],
+                    )
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise

@@ -86,7 +86,7 @@ def test_page_call_has_spec_fields(segment: SegmentReceiver) -> None:
     assert cookie.value == f"%22{msg['anonymousId']}%22"
     assert cookie["path"] == "/" and cookie["samesite"] == "Lax" and not cookie["httponly"]
     assert int(cookie["max-age"]) == 365 * 24 * 3600
-    assert msg["messageId"] and msg["timestamp"].endswith("+00:00")
+    assert msg["messageId"] and msg["timestamp"].endswith("Z")
 
 
 def test_returning_visitor_keeps_id_and_gets_no_new_cookie(segment: SegmentReceiver) -> None:
