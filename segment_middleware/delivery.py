@@ -39,6 +39,7 @@ MAX_BATCH_BYTES = 475_000  # the SDK's limit, below Segment's 500 KB
 DROP_LOG_WINDOW = 10.0  # seconds: drops within one window are logged once, with the count
 REPLAY_EVERY = 5.0  # seconds between AUTO_REPLAY passes
 REPLAY_BATCHES = 10  # batches per pass, so replay never starves fresh messages
+SPOOL_LOG = "segment: %d message(s) not delivered (%s); kept in %s for `segment-middleware replay`"
 STAT_KEYS = ("queued", "delivered", "failed", "dropped", "spooled", "retried")
 
 
@@ -59,12 +60,18 @@ class _SdkLogFilter(logging.Filter):
     def __init__(self) -> None:
         super().__init__("segment")
         self.secrets: set[str] = set()
+        self._last_seen: dict[str, float] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno <= logging.DEBUG and str(record.msg).startswith(
-            ("making request", "received response")
-        ):
+        text = str(record.msg)
+        if record.levelno <= logging.DEBUG and text.startswith(("making request", "received response")):
             return False
+        if record.levelno >= logging.WARNING:
+            # The SDK logs every failed batch; ours says it once per burst with the count.
+            key, now = text[:24], time.monotonic()
+            if now - self._last_seen.get(key, -DROP_LOG_WINDOW) < DROP_LOG_WINDOW:
+                return False
+            self._last_seen[key] = now
         if self.secrets:
             text = record.getMessage()
             if any(secret in text for secret in self.secrets):
@@ -76,6 +83,33 @@ class _SdkLogFilter(logging.Filter):
 
 _sdk_log_filter = _SdkLogFilter()
 logging.getLogger("segment").addFilter(_sdk_log_filter)
+
+
+class _Burst:
+    """One log line for the first event of a burst, then at most one summary per window,
+    so an outage of an hour logs a few dozen lines, not one per batch."""
+
+    def __init__(self, level: int, template: str) -> None:
+        self.level = level
+        self.template = template
+        self._lock = threading.Lock()
+        self._unlogged = 0
+        self._args: tuple[Any, ...] = ()
+        self._last = -DROP_LOG_WINDOW
+
+    def note(self, n: int, *args: Any) -> None:
+        with self._lock:
+            self._unlogged += n
+            self._args = args
+        self.tick()
+
+    def tick(self, *, force: bool = False) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if not self._unlogged or (not force and now - self._last < DROP_LOG_WINDOW):
+                return
+            count, args, self._unlogged, self._last = self._unlogged, self._args, 0, now
+        log.log(self.level, self.template, count, *args)
 
 
 class _InFlight:
@@ -157,8 +191,8 @@ class Delivery:
         self._counts = dict.fromkeys(STAT_KEYS, 0)
         self._pending = 0
         self._retries_in_batch = 0
-        self._unlogged_drops = 0
-        self._last_drop_log = -DROP_LOG_WINDOW
+        self._drop_log = _Burst(logging.WARNING, "segment: dropped %d message(s): %s")
+        self._spool_log = _Burst(logging.WARNING, SPOOL_LOG)
         self._pid = os.getpid()
 
     # ------------------------------------------------------------------ request path
@@ -203,28 +237,15 @@ class Delivery:
                 self._idle.notify_all()
 
     def _dropped(self, n: int, reason: str, *, queued: bool = False) -> None:
-        """Count and log a drop: the first of a burst at once, the rest in one summary line."""
+        """Count a drop, and log it once per burst."""
         with self._lock:
             self._counts["dropped"] += n
             if queued:
                 self._pending -= n
-            self._unlogged_drops += n
-            now = time.monotonic()
-            due = now - self._last_drop_log >= DROP_LOG_WINDOW
-            if due:
-                count, self._unlogged_drops, self._last_drop_log = self._unlogged_drops, 0, now
-        if due:
-            log.warning("segment: dropped %d message(s): %s", count, reason)
+        self._drop_log.note(n, reason)
         if queued and self._pending <= 0:
             with self._idle:
                 self._idle.notify_all()
-
-    def _log_pending_drops(self) -> None:
-        if self._unlogged_drops and time.monotonic() - self._last_drop_log >= DROP_LOG_WINDOW:
-            with self._lock:
-                count, self._unlogged_drops, self._last_drop_log = self._unlogged_drops, 0, time.monotonic()
-            if count:
-                log.warning("segment: dropped %d more message(s) in the last burst", count)
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -254,7 +275,8 @@ class Delivery:
                     last = time.monotonic()
                 if due:
                     last = time.monotonic()
-                self._log_pending_drops()
+                self._drop_log.tick()
+                self._spool_log.tick()
                 if self.settings.auto_replay and self._endpoint_ok and not self._stopping:
                     self._replay_some()
             except Exception:  # never let the sender die; it is the only one
@@ -431,12 +453,7 @@ class Delivery:
             log.error("segment: %d message(s) not delivered (%s) and not spooled: %s", len(batch), why, exc)
             return
         self._count("spooled", len(batch))
-        log.warning(
-            "segment: %d message(s) not delivered (%s); kept in %s for `segment-middleware replay`",
-            len(batch),
-            why,
-            self.settings.local_store,
-        )
+        self._spool_log.note(len(batch), why, self.settings.local_store)
 
     # ------------------------------------------------------------------ flush / shutdown
     def flush(self, timeout: float | None = None) -> bool:
@@ -472,7 +489,13 @@ class Delivery:
         """Flush within ``timeout`` (default SHUTDOWN_TIMEOUT); spool whatever is left."""
         if self._pid != os.getpid():
             return
-        timeout = self.settings.shutdown_timeout if timeout is None else timeout
+        try:
+            self._shutdown(self.settings.shutdown_timeout if timeout is None else timeout)
+        finally:  # the last word on an outage: how many were dropped or spooled
+            self._drop_log.tick(force=True)
+            self._spool_log.tick(force=True)
+
+    def _shutdown(self, timeout: float) -> None:
         self._stopping = True
         if self._uploader is not None:
             self._uploader.timeout = max(0.1, min(self._uploader.timeout, timeout))
