@@ -44,3 +44,17 @@ def test_memory_quick_run_stays_bounded(tmp_path: Path) -> None:
     assert stats["delivered"] == 0  # nothing listens on the endpoint
     assert stats["queued"] == stats["failed"] + stats["dropped"] + stats["spooled"]
     assert results["spool_rows"] == stats["spooled"] > 0
+
+
+def test_delivery_bench_quick_run_receives_everything(tmp_path: Path) -> None:
+    out = tmp_path / "delivery.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "delivery.py"), "--messages", "2000", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["ours"]["received"] == results["sdk"]["received"] == 2000
+    assert results["ours"]["stats"]["delivered"] == 2000
