@@ -299,7 +299,7 @@ class Delivery:
         """Finish and serialize each message once; account for the ones that cannot go."""
         ready: list[tuple[dict[str, Any], str]] = []
         for i, item in enumerate(items):
-            if i % 4 == 3:
+            if i % 32 == 31:
                 time.sleep(0)  # let request threads have the GIL between slices of work
             try:
                 msg = finalize(item, self.settings)
