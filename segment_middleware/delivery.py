@@ -5,14 +5,15 @@ What the official SDK's ``Client`` lacks, and why this module exists (see
 
 - its ``page()`` costs ~50 us on the caller's thread and serializes each message three
   times; here the request path only appends a tuple to a deque, and the sender thread
-  builds and serializes each message once (plus once more inside the SDK's ``post``);
+  builds and serializes each message once;
 - it is not fork-safe; here every process gets its own queue, thread and HTTP session;
 - its exit hook does not drain the queue and ``flush()`` has no bound; here exit flushes
   within ``SHUTDOWN_TIMEOUT`` and spools the rest;
 - it drops silently; here every message is accounted for in :meth:`Delivery.stats`.
 
-What it does well is reused as is: ``Consumer.request`` (HTTP post, gzip, auth, backoff,
-retryable-status rules, Retry-After parsing).
+What it does well is reused (``http.py``): its HTTP session, auth, ``APIError``,
+``parse_retry_after``, retryable-status rules and backoff schedule; only the body is ours,
+built from the already-serialized messages instead of serializing the batch again.
 """
 
 from __future__ import annotations
@@ -135,32 +136,6 @@ class _Shutdown(Exception):
     """Delivery was cut short by shutdown; the batch goes to the spool."""
 
 
-def _make_uploader(delivery: Delivery) -> Any:
-    """An SDK ``Consumer`` used only for its ``request()`` (never started as a thread).
-
-    ``_wait`` is the SDK's single hook before every retry: overriding it counts retries
-    and makes the wait end at once on shutdown instead of in 1-second slices.
-    """
-    from segment.analytics.consumer import Consumer
-
-    settings = delivery.settings
-
-    class Uploader(Consumer):  # type: ignore[misc]
-        def _wait(self, seconds: float) -> bool:
-            delivery._retries_in_batch += 1
-            return not delivery._abort.wait(max(0.0, seconds))
-
-    return Uploader(
-        None,
-        settings.write_key,
-        upload_size=settings.flush_at,
-        host=settings.host,
-        gzip=settings.gzip,
-        retries=settings.max_retries,
-        timeout=settings.timeout,
-    )
-
-
 class Delivery:
     """One process's pipeline for one Settings: queue -> sender thread -> Segment or store."""
 
@@ -184,7 +159,7 @@ class Delivery:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._flushing = 0  # flush() calls waiting: send partial batches at once
-        self._uploader: Any = None
+        self._poster: Any = None
         self._in_flight: _InFlight | None = None
         self._endpoint_ok = False
         self._last_replay = -REPLAY_EVERY
@@ -362,38 +337,33 @@ class Delivery:
             self._in_flight = None
 
     def _post(self, batch: list[tuple[dict[str, Any], str]]) -> None:
-        """One batch through the SDK's request(), honouring Retry-After between attempts."""
-        from segment.analytics.consumer import ShutdownInterrupted
-        from segment.analytics.request import APIError
+        """One batch, already serialized, with the SDK's retry policy (see http.py)."""
+        from .http import BatchPoster, Interrupted
 
-        if self._uploader is None:
-            self._uploader = _make_uploader(self)
-        uploader = self._uploader
+        if self._poster is None:
+            s = self.settings
+            self._poster = BatchPoster(
+                s.write_key,
+                s.host,
+                timeout=s.timeout,
+                max_retries=s.max_retries,
+                gzip=s.gzip,
+                abort=self._abort,
+                on_retry=self._note_retry,
+            )
+        if self._stopping:  # never let one request outlive SHUTDOWN_TIMEOUT
+            self._poster.timeout = max(0.1, min(self._poster.timeout, self.settings.shutdown_timeout))
         self._retries_in_batch = 0
-        messages = [msg for msg, _ in batch]
         try:
-            while True:
-                try:
-                    uploader.request(messages)
-                    uploader.clear_rate_limit_state()
-                    return
-                except APIError as exc:
-                    if not getattr(exc, "rate_limited", False):
-                        raise
-                    budget = uploader.max_rate_limit_duration
-                    waited = time.monotonic() - (uploader.rate_limit_start_time or time.monotonic())
-                    delay = (uploader.rate_limited_until or 0) - time.monotonic()
-                    if waited + delay > budget:
-                        uploader.clear_rate_limit_state()
-                        raise
-                    self._retries_in_batch += 1
-                    if self._abort.wait(max(0.0, delay)):
-                        raise _Shutdown from None
-                except ShutdownInterrupted:
-                    raise _Shutdown from None
+            self._poster.post([text for _, text in batch])
+        except Interrupted:
+            raise _Shutdown from None
         finally:
             if self._retries_in_batch:
                 self._count("retried", len(batch))
+
+    def _note_retry(self) -> None:
+        self._retries_in_batch += 1
 
     def _replay_some(self) -> None:
         """AUTO_REPLAY: once the endpoint answers again, send spooled batches a few at a
@@ -497,8 +467,8 @@ class Delivery:
 
     def _shutdown(self, timeout: float) -> None:
         self._stopping = True
-        if self._uploader is not None:
-            self._uploader.timeout = max(0.1, min(self._uploader.timeout, timeout))
+        if self._poster is not None:
+            self._poster.timeout = max(0.1, min(self._poster.timeout, timeout))
         reserve = min(0.5, timeout * 0.2)
         if self.flush(max(0.0, timeout - reserve)):
             self._wake.set()

@@ -237,3 +237,28 @@ def test_concurrent_replays_never_send_a_row_twice(receiver: SegmentReceiver, st
     receiver.wait_for(450)
     time.sleep(0.3)
     assert sorted(m["properties"]["i"] for m in receiver.messages) == list(range(450))
+
+
+def test_batches_are_gzipped_authenticated_and_retry_counted(
+    receiver: SegmentReceiver, store_path: str
+) -> None:
+    rt = runtime(receiver, store_path, gzip=True, max_retries=3)
+    receiver.fail_with(500, times=2)
+    rt.tracker(user_id="u").track("Zipped", {"x": "é"})
+    assert rt.delivery.flush(15)
+    (msg,) = receiver.wait_for(1)
+    assert msg["properties"] == {"x": "é"}
+    accepted = [r for r in receiver.requests if r.status == 200]
+    assert accepted and accepted[-1].gzip and accepted[-1].auth_ok
+    assert accepted[-1].headers.get("X-Retry-Count") == "2"
+    assert "segment-middleware/" in accepted[-1].headers.get("User-Agent", "")
+    assert rt.delivery.stats()["retried"] == 1
+
+
+def test_non_retryable_status_is_not_retried(receiver: SegmentReceiver, store_path: str) -> None:
+    rt = runtime(receiver, store_path, max_retries=5)
+    receiver.fail_with(401)
+    rt.tracker(user_id="u").track("E")
+    assert rt.delivery.flush(10)
+    assert len([r for r in receiver.requests if r.path == "/v1/batch"]) == 1
+    assert rt.delivery.stats()["spooled"] == 1
