@@ -15,6 +15,7 @@ from flask import Flask, g, request
 
 from .core import Runtime
 from .settings import Settings, SettingsError
+from .snippet import snippet_global
 from .tracker import Tracker, _current
 from .wsgi import begin_environ, header_key
 
@@ -23,7 +24,7 @@ __all__ = ["Segment"]
 log = logging.getLogger("segment_middleware")
 
 # SEGMENT_* keys that belong to other parts of the package, not to Settings.
-_OTHER_KEYS = frozenset(("SEGMENT_CDN_URL", "SEGMENT_PUBLIC_API_TOKEN"))
+_OTHER_KEYS = frozenset(("SEGMENT_PUBLIC_API_TOKEN",))
 _G_KEY = "_segment_state"
 
 
@@ -69,6 +70,7 @@ class Segment:
         app.before_request(state.before)
         app.after_request(state.after)
         app.teardown_request(state.teardown)
+        app.jinja_env.globals["segment_snippet"] = snippet_global(lambda: runtime.settings)
         _connect_login_signal(app)
 
 

@@ -52,6 +52,7 @@ ENV_VARS = {
     "exclude_paths": "SEGMENT_EXCLUDE_PATHS",
     "trusted_proxies": "SEGMENT_TRUSTED_PROXIES",
     "local_store": "SEGMENT_LOCAL_STORE",
+    "cdn_url": "SEGMENT_CDN_URL",
 }
 
 _COOKIE_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
@@ -119,6 +120,7 @@ class Settings:
     spool: bool = True
     auto_replay: bool = False
     local_store: str = ".segment/events.sqlite3"
+    cdn_url: str = "https://cdn.segment.com"
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -220,7 +222,7 @@ def _write_key(value: Any, name: str) -> str | None:
 
 def _host(value: Any, name: str) -> str:
     if not isinstance(value, str) or not re.match(r"^https?://[^\s/?#]+(/[^\s?#]*)?$", value):
-        raise SettingsError(f"{name}: must be an http(s) URL such as https://api.segment.io, got {value!r}")
+        raise SettingsError(f"{name}: must be an http(s) URL (scheme, host, optional path), got {value!r}")
     return value.rstrip("/")
 
 
@@ -337,6 +339,7 @@ def _flush_at(value: Any, name: str) -> int:
 _CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "write_key": _write_key,
     "host": _host,
+    "cdn_url": _host,
     "exclude_paths": _paths,
     "page_methods": _methods,
     "anonymous_id_cookie": _token(_COOKIE_NAME, "cookie name"),
