@@ -13,6 +13,7 @@ Run it with ``./dev example fastapi`` (embedded store, no Segment account needed
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import AsyncIterator
@@ -63,12 +64,26 @@ class SessionBackend(AuthenticationBackend):
 
 Segment = Annotated[Tracker, Depends(get_tracker)]
 
+
+def tuning_from_env() -> dict[str, Any]:
+    """Delivery knobs a deployment may tune (numbers, e.g. SEGMENT_FLUSH_INTERVAL=0.5); the
+    write key, host and local store are read from the environment by the package itself."""
+    names = ("flush_at", "flush_interval", "max_queue_size", "max_retries", "timeout", "shutdown_timeout")
+    tuning: dict[str, Any] = {}
+    for name in names:
+        raw = os.environ.get(f"SEGMENT_{name.upper()}", "").strip()
+        if raw:
+            tuning[name] = json.loads(raw) if raw[0].isdigit() else raw
+    return tuning
+
 app = FastAPI(title="Example shop")
 app.add_middleware(AuthenticationMiddleware, backend=SessionBackend())
 app.add_middleware(SessionMiddleware, secret_key=os.environ.get("SHOP_SECRET_KEY", "example-only-not-secret"))
 # Outermost, so it sees every request and the user the inner middleware found.
 # SEGMENT_WRITE_KEY from the environment; none -> the embedded store.
-app.add_middleware(SegmentMiddleware, exclude_paths=["/health", "/favicon.ico", "/static/"])
+app.add_middleware(
+    SegmentMiddleware, exclude_paths=["/health", "/favicon.ico", "/static/"], **tuning_from_env()
+)
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 templates.env.globals["segment_snippet"] = segment_snippet

@@ -10,6 +10,7 @@ gunicorn: ``gunicorn --chdir example_flask -w 2 --preload app:app``.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -59,14 +60,23 @@ def identify_traits(user: User) -> dict[str, Any]:
     return {"username": user.username, "email": user.email}
 
 
+#: Delivery knobs a deployment may tune through the environment (the write key, host and
+#: local store are read from the environment by the package itself).
+TUNING = ("FLUSH_AT", "FLUSH_INTERVAL", "MAX_QUEUE_SIZE", "MAX_RETRIES", "TIMEOUT", "SHUTDOWN_TIMEOUT")
+
+
 def create_app(**config: Any) -> Flask:
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=os.environ.get("SHOP_SECRET_KEY", "example-only-not-secret"),
         SEGMENT_EXCLUDE_PATHS=["/health", "/favicon.ico", "/static/"],
         SEGMENT_IDENTIFY_TRAITS=identify_traits,
-        **config,
     )
+    for name in TUNING:  # numbers, e.g. SEGMENT_FLUSH_INTERVAL=0.5; Segment(app) validates them
+        raw = os.environ.get(f"SEGMENT_{name}", "").strip()
+        if raw:
+            app.config[f"SEGMENT_{name}"] = json.loads(raw) if raw[0].isdigit() else raw
+    app.config.update(config)
     login = LoginManager(app)
     login.login_view = "signin"
 

@@ -1,0 +1,292 @@
+"""The Flask extension in process: settings, the tracker, users, errors, streaming, snippet.
+
+Messages really travel to the receiver on 127.0.0.1; each app gets its own runtime, shut
+down at the end of its test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+flask = pytest.importorskip("flask")
+flask_login = pytest.importorskip("flask_login")
+
+from flask import Flask, g, request, stream_with_context  # noqa: E402
+from helpers import WRITE_KEY  # noqa: E402
+
+import segment_middleware  # noqa: E402
+from segment_middleware import SettingsError  # noqa: E402
+from segment_middleware.flask import Segment  # noqa: E402
+from segment_middleware.testing import SegmentReceiver  # noqa: E402
+
+
+def make_app(receiver: SegmentReceiver, tmp_path: Path, **config: Any) -> Flask:
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY="test",
+        SEGMENT_WRITE_KEY=WRITE_KEY,
+        SEGMENT_HOST=receiver.url,
+        SEGMENT_FLUSH_INTERVAL=60,
+        SEGMENT_LOCAL_STORE=str(tmp_path / "store.sqlite3"),
+    )
+    app.config.update(config)
+    return app
+
+
+@pytest.fixture
+def apps() -> Iterator[list[Flask]]:
+    made: list[Flask] = []
+    yield made
+    for app in made:
+        ext = app.extensions.get("segment")
+        if ext is not None and ext.runtime is not None:
+            ext.runtime.delivery.shutdown(2)
+
+
+def delivered(app: Flask, receiver: SegmentReceiver) -> list[dict[str, Any]]:
+    assert app.extensions["segment"].runtime.delivery.flush(5)
+    return receiver.messages
+
+
+def pages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m for m in messages if m["type"] == "page"]
+
+
+def test_init_app_factory_config_and_extension(
+    receiver: SegmentReceiver, tmp_path: Path, apps: list[Flask]
+) -> None:
+    segment = Segment()
+    app = make_app(receiver, tmp_path, SEGMENT_EXCLUDE_PATHS=["/skip"])
+    apps.append(app)
+    segment.init_app(app)
+    assert app.extensions["segment"] is segment
+    seen: dict[str, Any] = {}
+
+    @app.get("/hello/<name>")
+    def hello(name: str) -> str:
+        seen["same"] = request.segment is g.segment is segment_middleware.current()  # type: ignore[attr-defined]
+        request.segment.title = "Hello"  # type: ignore[attr-defined]
+        request.segment.track("Greeted", {"name": name})  # type: ignore[attr-defined]
+        return "hi"
+
+    @app.get("/skip/me")
+    def skipped() -> str:
+        request.segment.track("Never Sent")  # type: ignore[attr-defined]
+        return "no"
+
+    client = app.test_client()
+    response = client.get(
+        "/hello/bob?utm_source=news", headers={"User-Agent": "UA", "Accept-Language": "de-DE"}
+    )
+    assert response.status_code == 200 and seen["same"] is True
+    cookie = response.headers["Set-Cookie"]
+    assert cookie.startswith("ajs_anonymous_id=%22") and "Path=/" in cookie and "SameSite=Lax" in cookie
+    assert "HttpOnly" not in cookie
+    skipped_response = client.get("/skip/me")
+    assert "Set-Cookie" not in skipped_response.headers
+    messages = delivered(app, receiver)
+    (page,) = pages(messages)
+    (track,) = [m for m in messages if m["type"] == "track"]
+    anon = cookie.split(";")[0].split("=", 1)[1][3:-3]
+    assert page["anonymousId"] == track["anonymousId"] == anon
+    assert page["name"] == "hello"
+    assert page["properties"]["title"] == "Hello" and page["properties"]["status"] == 200
+    assert page["context"]["campaign"] == {"source": "news"}
+    assert page["context"]["userAgent"] == "UA" and page["context"]["locale"] == "de-DE"
+    assert track["event"] == "Greeted" and track["properties"] == {"name": "bob"}
+    assert segment_middleware.current() is None
+
+
+@pytest.mark.parametrize(
+    ("config", "named"),
+    [
+        ({"SEGMENT_FLUSH_AT": 0}, "SEGMENT_FLUSH_AT"),
+        ({"SEGMENT_NOT_A_SETTING": 1}, "SEGMENT_NOT_A_SETTING"),
+        ({"SEGMENT_HOST": "ftp://x"}, "SEGMENT_HOST"),
+        ({"SEGMENT_CDN_URL": "not a url"}, "SEGMENT_CDN_URL"),
+    ],
+)
+def test_bad_config_fails_at_init_app_naming_the_key(
+    receiver: SegmentReceiver, tmp_path: Path, config: dict[str, Any], named: str
+) -> None:
+    app = make_app(receiver, tmp_path, **config)
+    with pytest.raises(SettingsError) as info:
+        Segment(app)
+    assert named in str(info.value) and WRITE_KEY not in str(info.value)
+
+
+def test_view_that_raises_gets_500_page_and_the_error_propagates(
+    receiver: SegmentReceiver, tmp_path: Path, apps: list[Flask]
+) -> None:
+    app = make_app(receiver, tmp_path)
+    apps.append(app)
+    Segment(app)
+
+    @app.get("/boom")
+    def boom() -> str:
+        raise KeyError("from the view")
+
+    app.testing = True  # PROPAGATE_EXCEPTIONS: the test client re-raises the view's error
+    with pytest.raises(KeyError, match="from the view"):
+        app.test_client().get("/boom")
+    app.testing = False
+    assert app.test_client().get("/boom").status_code == 500
+    statuses = [m["properties"]["status"] for m in pages(delivered(app, receiver))]
+    assert statuses == [500, 500], "one page call per request, with 500"
+
+
+def test_our_failure_never_masks_the_apps_exception(
+    receiver: SegmentReceiver, tmp_path: Path, apps: list[Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app(receiver, tmp_path)
+    apps.append(app)
+    ext = Segment(app)
+    assert ext.runtime is not None
+
+    def broken_end(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("segment internals broke")
+
+    ext.runtime.end = broken_end  # type: ignore[method-assign]
+
+    @app.get("/boom")
+    def boom() -> str:
+        raise ValueError("the app's own error")
+
+    @app.get("/ok")
+    def ok() -> str:
+        return "fine"
+
+    app.testing = True
+    with pytest.raises(ValueError, match="the app's own error"):
+        app.test_client().get("/boom")
+    assert app.test_client().get("/ok").data == b"fine"
+    assert "could not finish tracking" in caplog.text
+
+
+def test_stream_with_context_is_not_buffered_and_paged_once(
+    receiver: SegmentReceiver, tmp_path: Path, apps: list[Flask]
+) -> None:
+    app = make_app(receiver, tmp_path)
+    apps.append(app)
+    Segment(app)
+    produced: list[int] = []
+
+    @app.get("/stream")
+    def stream() -> Any:
+        def chunks() -> Iterator[str]:
+            for i in range(3):
+                produced.append(i)
+                request.segment.track("Chunk Sent", {"i": i})  # type: ignore[attr-defined]
+                yield f"chunk {i}\n"
+
+        return flask.Response(stream_with_context(chunks()), mimetype="text/plain")
+
+    response = app.test_client().get("/stream", buffered=False)
+    assert response.status_code == 200 and response.headers["Set-Cookie"].startswith("ajs_anonymous_id=")
+    body = iter(response.response)
+    assert next(body) == b"chunk 0\n"
+    assert produced == [0], "the first chunk reached the client before the rest was produced"
+    assert b"".join(body) == b"chunk 1\nchunk 2\n"
+    response.close()
+    messages = delivered(app, receiver)
+    (page,) = pages(messages)
+    assert page["properties"]["status"] == 200
+    tracks = [m for m in messages if m["type"] == "track"]
+    assert sorted(m["properties"]["i"] for m in tracks) == [0, 1, 2]
+    assert {m["anonymousId"] for m in tracks} == {page["anonymousId"]}
+
+
+def test_flask_login_user_and_login_identify(
+    receiver: SegmentReceiver, tmp_path: Path, apps: list[Flask]
+) -> None:
+    app = make_app(receiver, tmp_path, SEGMENT_IDENTIFY_TRAITS=lambda user: {"plan": "pro"})
+    apps.append(app)
+    login = flask_login.LoginManager(app)
+
+    class User(flask_login.UserMixin):
+        def __init__(self, uid: str) -> None:
+            self.id = uid
+
+    login.user_loader(lambda uid: User(uid))
+    Segment(app)
+
+    @app.post("/login")
+    def do_login() -> str:
+        flask_login.login_user(User("u-7"))
+        return "in"
+
+    @app.get("/me")
+    def me() -> str:
+        return "me"
+
+    client = app.test_client()
+    client.set_cookie("ajs_anonymous_id", "%22anon-login%22")
+    assert client.post("/login").status_code == 200
+    assert client.get("/me").status_code == 200
+    client.get("/logout-unknown")  # 404, still a page call; user still signed in
+    messages = delivered(app, receiver)
+    (identify,) = [m for m in messages if m["type"] == "identify"]
+    assert identify["userId"] == "u-7" and identify["anonymousId"] == "anon-login"
+    assert identify["traits"] == {"plan": "pro"}
+    assert [(m["userId"], m["properties"]["status"]) for m in pages(messages)] == [
+        ("u-7", 200),
+        ("u-7", 200),
+        ("u-7", 404),
+    ]
+    assert {m["anonymousId"] for m in pages(messages)} == {"anon-login"}
+
+
+def test_g_user_without_flask_login_and_header_id(
+    receiver: SegmentReceiver, tmp_path: Path, apps: list[Flask]
+) -> None:
+    app = make_app(receiver, tmp_path)
+    apps.append(app)
+    Segment(app)
+
+    @app.before_request
+    def auth() -> None:
+        token = request.headers.get("Authorization")
+        if token == "dict":
+            g.user = {"id": 5}
+        elif token == "object":
+            g.user = type("U", (), {"id": "obj-9"})()
+
+    @app.get("/")
+    def home() -> str:
+        return "home"
+
+    client = app.test_client()
+    r1 = client.get("/", headers={"Authorization": "dict", "X-Anonymous-Id": "hdr-1"})
+    assert "Set-Cookie" not in r1.headers, "an id from the header needs no cookie"
+    client.get("/", headers={"Authorization": "object", "X-Anonymous-Id": "hdr-2"})
+    client.get("/", headers={"X-Anonymous-Id": "x" * 101})  # too long: ignored, fresh id
+    got = [(m.get("userId"), m["anonymousId"]) for m in pages(delivered(app, receiver))]
+    assert got[:2] == [("5", "hdr-1"), ("obj-9", "hdr-2")]
+    assert got[2][0] is None and got[2][1] != "x" * 101 and len(got[2][1]) == 36
+
+
+def test_jinja_global_renders_the_snippet(
+    receiver: SegmentReceiver, tmp_path: Path, apps: list[Flask]
+) -> None:
+    app = make_app(receiver, tmp_path, SEGMENT_CDN_URL="http://127.0.0.1:9/cdn/")
+    apps.append(app)
+    Segment(app)
+    with app.test_request_context("/"):
+        html = flask.render_template_string("<head>{{ segment_snippet(nonce='n<1>') }}</head>")
+    assert '<script nonce="n&lt;1&gt;">' in html
+    assert (
+        f'analytics.load("{WRITE_KEY}",{{"storage":{{"stores":["cookie","localStorage","memory"]}}}})' in html
+    )
+    assert 'analytics._cdn="http://127.0.0.1:9/cdn"' in html
+    assert "analytics.page()" not in html, "the server already sends the page call"
+
+    bare = Flask("no_key")
+    bare.config["SEGMENT_LOCAL_STORE"] = str(tmp_path / "other.sqlite3")
+    apps.append(bare)
+    Segment(bare)
+    with bare.test_request_context("/"):
+        assert "<script" not in flask.render_template_string("{{ segment_snippet() }}")
