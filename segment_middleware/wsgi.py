@@ -93,8 +93,12 @@ class SegmentWSGIMiddleware:
         except Exception:  # never break the host app
             tracker = Tracker(None, enabled=False)
         environ[ENVIRON_KEY] = tracker
-        if not tracker.enabled:
-            return self.app(environ, start_response)
+        if not tracker.enabled:  # views still get a tracker (its calls are dropped)
+            token = _current.set(tracker)
+            try:
+                return self.app(environ, start_response)
+            finally:
+                _current.reset(token)
         ended = False
 
         def finish(status: int) -> str | None:
