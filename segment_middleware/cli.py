@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from .replay import replay
 from .settings import Settings, SettingsError
 from .store import Store, StoredEvent
 
@@ -77,6 +78,7 @@ def _parse_when(text: str) -> float:
 # ---------------------------------------------------------------------- sending
 def _send(args: argparse.Namespace) -> int:
     from .core import Runtime
+    from .tracker import _id
 
     settings = _settings(args)
     kind = args.command
@@ -94,6 +96,10 @@ def _send(args: argparse.Namespace) -> int:
         payload = _json_object(args.traits, "TRAITS_JSON")
     else:
         payload = None
+    try:
+        _id(args.user_id, "user_id")
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
     runtime = Runtime(settings)
     tracker = runtime.tracker(user_id=args.user_id)
     try:
@@ -170,24 +176,15 @@ def _replay(args: argparse.Namespace) -> int:
     store = Store(settings.local_store)
     sender = Delivery(settings.replace(max_retries=min(settings.max_retries, 3)))
     store.release_stale_claims()
-    sent = 0
-    while True:
-        rows = store.claim(100, kind="all", since=since)
-        if not rows:
-            break
-        try:
-            sender._post([(row.message, row.body) for row in rows])
-        except Exception as exc:
-            store.release(row.id for row in rows)
-            left = len(store.events(since=since, pending_only=True))
-            print(
-                f"replay: stopped after {sent} message(s): {type(exc).__name__}; {left} left", file=sys.stderr
-            )
-            return 1
-        store.mark_replayed(row.id for row in rows)
-        sent += len(rows)
-    print(f"replay: sent {sent} message(s) to {settings.host}")
-    return 0
+    result = replay(store, sender._post, since=since)
+    rejected = f"; {result.rejected} rejected by the endpoint (kept in the store)" if result.rejected else ""
+    if result.error is not None:
+        left = len(store.events(since=since, pending_only=True))
+        why = type(result.error).__name__
+        print(f"replay: stopped after {result.sent} sent: {why}; {left} left{rejected}", file=sys.stderr)
+        return 1
+    print(f"replay: sent {result.sent} message(s) to {settings.host}{rejected}")
+    return 1 if result.rejected else 0
 
 
 # ---------------------------------------------------------------------- check

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -161,7 +162,13 @@ class Settings:
         for key, value in values.items():
             check = _CHECKS.get(key)
             name = display_name(key, style)
-            out[key] = check(value, name) if check else value
+            try:
+                out[key] = check(value, name) if check else value
+            except SettingsError as exc:  # a key pasted into the wrong setting stays secret
+                key_text = values.get("write_key")
+                if isinstance(key_text, str) and len(key_text) >= 4 and key_text in str(exc):
+                    raise SettingsError(str(exc).replace(key_text, "<the write key>")) from None
+                raise
         return cls(**out)
 
     def replace(self, **changes: Any) -> Settings:
@@ -270,7 +277,9 @@ def _number(kind: type, low: float, *, inclusive: bool = True) -> Callable[[Any,
             number = kind(value)
             if kind is int and isinstance(value, float) and value != number:
                 raise ValueError
-        except (TypeError, ValueError):
+            if not math.isfinite(number):
+                raise ValueError
+        except (TypeError, ValueError, OverflowError):
             raise SettingsError(f"{name}: must be a number {bound}, got {value!r}") from None
         if not (number >= low if inclusive else number > low):
             raise SettingsError(f"{name}: must be {bound}, got {value!r}")

@@ -141,6 +141,15 @@ class Store:
             conn = self._connect()
             conn.executemany("UPDATE events SET replayed_at = ? WHERE id = ?", [(now, i) for i in ids])
 
+    def mark_rejected(self, ids: Iterable[int], error: str) -> None:
+        """Rows the endpoint refused (400): no longer pending, the reason kept beside them."""
+        now = time.time()
+        with self._lock:
+            conn = self._connect()
+            conn.executemany(
+                "UPDATE events SET replayed_at = ?, error = ? WHERE id = ?", [(now, error, i) for i in ids]
+            )
+
     def claim(self, limit: int = 100, kind: str = SPOOL, since: float | None = None) -> list[StoredEvent]:
         """Take up to ``limit`` unsent rows for this process, so that several workers (and
         the CLI) replaying at once never send the same row twice. ``release`` undoes it."""
