@@ -180,8 +180,8 @@ def _replay(args: argparse.Namespace) -> int:
     rejected = f"; {result.rejected} rejected by the endpoint (kept in the store)" if result.rejected else ""
     if result.error is not None:
         left = len(store.events(since=since, pending_only=True))
-        why = type(result.error).__name__
-        print(f"replay: stopped after {result.sent} sent: {why}; {left} left{rejected}", file=sys.stderr)
+        why, sent = type(result.error).__name__, result.sent
+        print(f"replay: stopped after {sent} message(s): {why}; {left} left{rejected}", file=sys.stderr)
         return 1
     print(f"replay: sent {result.sent} message(s) to {settings.host}{rejected}")
     return 1 if result.rejected else 0
