@@ -57,6 +57,8 @@ def parse_anonymous_id(raw: str | None) -> str | None:
             return None
     if not value or len(value) > MAX_ID_LENGTH or not value.isprintable() or '"' in value:
         return None
+    if value.isspace():  # "%20" or "  ": nothing to stitch a profile on
+        return None
     return value
 
 

@@ -1078,3 +1078,10 @@ def test_concurrent_writers_lose_nothing(store_path: str) -> None:
     ids = [r.message_id for r in store.events()]
     store.close()
     assert len(ids) == 800 and len(set(ids)) == 800
+
+
+@pytest.mark.parametrize("raw", ["  ", "%22%20%22", "%20", '" "'])
+def test_whitespace_only_ids_are_ignored(raw: str) -> None:
+    from segment_middleware.identity import parse_anonymous_id as parse
+
+    assert parse(raw) is None
