@@ -85,7 +85,9 @@ app.add_middleware(
     SegmentMiddleware, exclude_paths=["/health", "/favicon.ico", "/static/"], **tuning_from_env()
 )
 
-templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+# The shop's pages are the same Jinja templates as example_flask's (plain paths, no url_for).
+TEMPLATES = Path(__file__).resolve().parent.parent / "example_flask" / "templates"
+templates = Jinja2Templates(directory=str(TEMPLATES))
 templates.env.globals["segment_snippet"] = segment_snippet
 
 
