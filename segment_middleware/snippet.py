@@ -2,10 +2,11 @@
 
 Two things make the browser and the server agree on one anonymousId:
 
-- analytics-next reads and writes the id in *all* its stores but prefers localStorage, so a
-  browser that once stored an id there keeps it even after the server set a cookie. The
-  loader passes ``storage: {stores: ["cookie", "localStorage", "memory"]}`` so the cookie
-  (which the server reads and writes) wins.
+- analytics-next keeps the id in several stores. Releases before ``getConsistent`` storage
+  preferred localStorage, so a browser that once stored an id there kept it after the server
+  set a cookie; current ones (1.84, tested in tests/test_browser.py) let the cookie win any
+  disagreement. The loader passes ``storage: {stores: ["cookie", "localStorage", "memory"]}``
+  so that the cookie (which the server reads and writes) wins in every release.
 - analytics-next works out its CDN only from an ``https://`` script URL; any other CDN
   (a proxy, a self-hosted copy, a test server on 127.0.0.1) must be announced through
   ``analytics._cdn``, which the loader sets from ``SEGMENT_CDN_URL``.

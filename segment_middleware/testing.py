@@ -61,6 +61,12 @@ SINGLE_PATHS: dict[str, str] = {
     f"/v1/{kind}": kind for kind in ("track", "page", "identify", "group", "alias", "screen")
 }
 
+#: analytics.js in the browser (analytics-next) posts each message to ``<apiHost>/<first letter of
+#: its type>`` (``/v1/t``, ``/v1/p``, ...) and, with its batching delivery strategy, batches to
+#: ``/v1/b``; Segment accepts those too, so a browser pointed at the receiver is recorded the same way.
+BROWSER_BATCH_PATH = "/v1/b"
+SINGLE_PATHS.update({f"/v1/{kind[0]}": kind for kind in tuple(SINGLE_PATHS.values())})
+
 #: How long an idle keep-alive connection may sit in a handler thread. The SDK pools connections, so idle
 #: ones are normal; the bound only guarantees no thread waits forever if the client vanishes.
 IDLE_CONNECTION_TIMEOUT = 30.0
@@ -230,6 +236,17 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self.server.untrack(self.connection)
 
+    def end_headers(self) -> None:
+        """Browsers (analytics.js) post from another origin: let them read every answer, like Segment."""
+        headers = getattr(self, "headers", None)  # absent when the request line itself was bad
+        origin = headers.get("Origin") if headers is not None else None
+        if origin:
+            self.send_header("Access-Control-Allow-Origin", origin)
+            self.send_header("Access-Control-Allow-Credentials", "true")
+            self.send_header("Access-Control-Expose-Headers", "Retry-After")
+            self.send_header("Vary", "Origin")
+        super().end_headers()
+
     def log_message(self, format: str, *args: Any) -> None:
         """Never write access logs: tests (and benchmarks) must keep a clean stderr."""
 
@@ -247,6 +264,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:
         self.server.receiver._handle(self)
+
+    def do_OPTIONS(self) -> None:
+        """CORS preflight, as a browser sends it before posting with an ``Authorization`` header.
+
+        Answered like Segment does (any origin, POST, the headers asked for) and not recorded: it
+        carries no message and is no delivery attempt.
+        """
+        self.send_response(204)
+        self.send_header("Access-Control-Allow-Methods", "POST, OPTIONS")
+        asked = self.headers.get("Access-Control-Request-Headers")
+        self.send_header("Access-Control-Allow-Headers", asked or "Content-Type, Authorization")
+        self.send_header("Access-Control-Max-Age", "600")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
 
 class SegmentReceiver:
@@ -609,7 +640,7 @@ class SegmentReceiver:
             record(0, None)
             return
 
-        is_batch = path == BATCH_PATH
+        is_batch = path in (BATCH_PATH, BROWSER_BATCH_PATH)
         single_type = SINGLE_PATHS.get(path)
         if handler.command != "POST" or not (is_batch or single_type):
             record(404, None)
