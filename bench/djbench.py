@@ -16,6 +16,7 @@ import io
 import os
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -226,14 +227,21 @@ _CAMPAIGN = {
 _client: Any = None
 
 
-def naive_client() -> Any:
-    """One official-SDK Client per process, as its README suggests (built lazily)."""
+def naive_client(host: str | None = None) -> Any:
+    """One official-SDK Client per process, as its README suggests (built lazily).
+
+    Every bench process measures one framework, so one client (pointed at ``host``, or at
+    Django's ``BENCH_NAIVE_HOST``) is all the naive reference ever needs.
+    """
     global _client
     if _client is None:
-        from django.conf import settings
         from segment.analytics import Client
 
-        _client = Client(WRITE_KEY, host=settings.BENCH_NAIVE_HOST, on_error=_count_sdk_error)
+        if host is None:
+            from django.conf import settings
+
+            host = settings.BENCH_NAIVE_HOST
+        _client = Client(WRITE_KEY, host=host, on_error=_count_sdk_error)
     return _client
 
 
@@ -242,6 +250,19 @@ sdk_errors: list[int] = [0]
 
 def _count_sdk_error(exc: Exception, batch: Iterable[Any]) -> None:
     sdk_errors[0] += len(list(batch))
+
+
+def sdk_flush(client: Any, timeout: float) -> bool:
+    """``Client.flush()`` is ``queue.join()`` with no bound; this is the same wait, bounded."""
+    q = client.queue
+    deadline = time.monotonic() + timeout
+    with q.all_tasks_done:
+        while q.unfinished_tasks:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            q.all_tasks_done.wait(remaining)
+    return True
 
 
 class NaiveSegmentMiddleware:
@@ -285,3 +306,22 @@ class NaiveSegmentMiddleware:
             context=context,
         )
         return response
+
+
+def timed_round(call: Callable[[], int], n: int, times: list[int], label: str) -> float:
+    """``n`` calls, each timed into ``times`` (ns); returns the round's mean in µs.
+
+    gc is collected before the round, the same for every stack, and stays enabled inside.
+    """
+    import gc
+
+    pc = time.perf_counter_ns
+    gc.collect()
+    start = pc()
+    for _ in range(n):
+        t0 = pc()
+        status = call()
+        times.append(pc() - t0)
+        if status != 200:
+            raise RuntimeError(f"{label}: status {status}")
+    return (pc() - start) / n / 1000

@@ -15,7 +15,12 @@ Why this benchmark looks the way it does:
    fixed number of requests over 127.0.0.1; latency percentiles, then SIGTERM and an exact
    count of what arrived (one page call per request).
 
-Parts 1 and 2 each run in a fresh child interpreter (``--child``), with their own receiver
+4. **Flask and Starlette in process**: part 1's method for a bare / ours / naive Flask app
+   (``flaskbench``, the WSGI app called directly) and Starlette app (``asgibench``, awaited
+   on one event loop), each framework in its own child; the receivers count messages by
+   type and messageId, so "one page call per request" is checked exactly.
+
+Parts 1, 2 and 4 run in fresh child interpreters (``--child``), with their own receiver
 processes, so one part's threads, caches and counters cannot leak into another's figures.
 
 Run: ``python bench/overhead.py [--quick] [--json PATH] [--strict]``. Nothing leaves 127.0.0.1.
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import gc
 import http.client
+import importlib.metadata
 import io
 import json
 import os
@@ -71,6 +77,9 @@ def sizes(quick: bool) -> dict[str, Any]:
             "http_chunk": 50,
             "http_limit_s": 60.0,
             "part_limit_s": 150.0,
+            "fw_rounds": 5,
+            "fw_per_round": 300,
+            "fw_warmup": 200,
         }
     return {
         "rounds": 7,
@@ -83,6 +92,9 @@ def sizes(quick: bool) -> dict[str, Any]:
         "http_chunk": 100,
         "http_limit_s": 60.0,
         "part_limit_s": 400.0,
+        "fw_rounds": 9,
+        "fw_per_round": 3000,
+        "fw_warmup": 500,
     }
 
 
@@ -106,17 +118,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def sdk_flush(client: Any, timeout: float) -> bool:
-    """``Client.flush()`` is ``queue.join()`` with no bound; this is the same wait, bounded."""
-    q = client.queue
-    deadline = time.monotonic() + timeout
-    with q.all_tasks_done:
-        while q.unfinished_tasks:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            q.all_tasks_done.wait(remaining)
-    return True
+sdk_flush = djbench.sdk_flush
 
 
 #: ``python -m segment_middleware.testing`` with TCP_NODELAY on its connections. The stock
@@ -130,12 +132,32 @@ NODELAY_RECEIVER = (
 )
 STOCK_RECEIVER = False
 
+#: The same receiver, printing one more JSON line at exit: the messages by type, distinct
+#: messageIds and distinct ``context.page.path`` values, so that "one page call per
+#: request" is checked exactly (part 4).
+DETAIL_RECEIVER = (
+    "import sys, json, collections, segment_middleware.testing as t\n"
+    "t._Handler.disable_nagle_algorithm = {nodelay}\n"
+    "_stop = t.SegmentReceiver.stop\n"
+    "def stop(self):\n"
+    "    _stop(self)\n"
+    "    msgs = self.messages\n"
+    "    pages = ((m.get('context') or {{}}).get('page') or {{}} for m in msgs)\n"
+    "    paths = collections.Counter(page.get('path') for page in pages)\n"
+    "    print(json.dumps({{'types': dict(collections.Counter(m.get('type') for m in msgs)),\n"
+    "        'message_ids': len({{m.get('messageId') for m in msgs}}), 'paths': dict(paths)}}), flush=True)\n"
+    "t.SegmentReceiver.stop = stop\n"
+    "sys.exit(t.main())\n"
+)
+
 
 class Receiver:
     """The package's Segment-compatible receiver in its own process (so its CPU is not ours)."""
 
-    def __init__(self, max_seconds: float) -> None:
+    def __init__(self, max_seconds: float, detail: bool = False) -> None:
         launch = ["-m", "segment_middleware.testing"] if STOCK_RECEIVER else ["-c", NODELAY_RECEIVER]
+        if detail:
+            launch = ["-c", DETAIL_RECEIVER.format(nodelay=not STOCK_RECEIVER)]
         argv = [
             sys.executable,
             *launch,
@@ -155,18 +177,20 @@ class Receiver:
             raise RuntimeError(f"receiver did not start (got {line!r})")
         self.url = line.split("listening on ", 1)[1].strip()
 
-    def stop(self) -> dict[str, int]:
-        """SIGTERM; returns the receiver's summary ``{"requests": N, "messages": M}``."""
+    def stop(self) -> dict[str, Any]:
+        """SIGTERM; returns the receiver's summary ``{"requests": N, "messages": M}`` (plus
+        ``types``, ``message_ids`` and ``paths`` from a ``detail`` receiver)."""
         self.proc.send_signal(signal.SIGTERM)
         try:
             out, _ = self.proc.communicate(timeout=20)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             out, _ = self.proc.communicate(timeout=5)
-        for line in reversed(out.splitlines()):
+        summary: dict[str, Any] = {}
+        for line in out.splitlines():
             if line.startswith("{"):
-                return json.loads(line)  # type: ignore[no-any-return]
-        return {"requests": -1, "messages": -1}
+                summary.update(json.loads(line))
+        return summary if "messages" in summary else {"requests": -1, "messages": -1}
 
 
 def callers(stacks: Sequence[str]) -> dict[str, Callable[[], int]]:
@@ -213,18 +237,7 @@ def child_inproc(args: argparse.Namespace) -> dict[str, Any]:
                 break
             order = group[r % len(group) :] + group[: r % len(group)]
             for stack in order:
-                call = calls[stack]
-                times = singles[stack]
-                pc = time.perf_counter_ns
-                gc.collect()  # same for every stack; gc stays enabled inside the loop
-                start = pc()
-                for _ in range(n):
-                    t0 = pc()
-                    status = call()
-                    times.append(pc() - t0)
-                    if status != 200:
-                        raise RuntimeError(f"{stack}: status {status}")
-                round_means[stack].append((pc() - start) / n / 1000)
+                round_means[stack].append(djbench.timed_round(calls[stack], n, singles[stack], stack))
                 settle(stack)  # untimed: the next stack starts with idle sender threads
                 sent[stack.split("+")[0]] = sent.get(stack.split("+")[0], 0) + n
         for stack in group:
@@ -366,11 +379,50 @@ def child_cpu(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------------- part 4 (child)
+FRAMEWORKS = ("flask", "starlette")
+
+
+def child_framework(args: argparse.Namespace) -> dict[str, Any]:
+    """Flask (flaskbench) or Starlette (asgibench): bare / ours / naive, interleaved rounds."""
+    cfg = sizes(args.quick)
+    if args.child == "flask":
+        import flaskbench as bench
+    else:
+        import asgibench as bench  # type: ignore[no-redef]
+    return bench.measure(cfg, args.ours_url, args.sdk_url, args.store, log)
+
+
+def framework_delivered_ok(result: dict[str, Any], stack: str) -> bool:
+    """Exactly one page call per request: count, types, distinct messageIds and the path."""
+    got, sent = result["received"][stack], result["sent"][stack]
+    return (
+        got.get("messages") == sent
+        and got.get("types") == {"page": sent}
+        and got.get("message_ids") == sent
+        and got.get("paths") == {djbench.PAGE_PATH: sent}
+    )
+
+
+def run_frameworks(args: argparse.Namespace) -> dict[str, Any]:
+    """Part 4: each framework in its own child; a crashed child is reported, not fatal."""
+    out: dict[str, Any] = {}
+    for kind in FRAMEWORKS:
+        try:
+            out[kind] = run_child(kind, args)
+        except Exception as exc:  # the Django figures above stay useful; report() flags it
+            log(f"  {kind}: {type(exc).__name__}: {exc}")
+            out[kind] = {"error": f"{type(exc).__name__}: {exc}"}
+    return out
+
+
 # ---------------------------------------------------------------------- parent: run a child
 def run_child(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     """A part in a fresh interpreter, with its own two receivers; checks what arrived."""
     cfg = sizes(args.quick)
-    ours_rx, sdk_rx = Receiver(cfg["part_limit_s"] + 60), Receiver(cfg["part_limit_s"] + 60)
+    detail = kind in FRAMEWORKS
+    ours_rx = Receiver(cfg["part_limit_s"] + 60, detail)
+    sdk_rx = Receiver(cfg["part_limit_s"] + 60, detail)
     store = os.path.join(tempfile.mkdtemp(prefix="segment-bench-"), "events.sqlite3")
     argv = [sys.executable, __file__, "--child", kind, "--ours-url", ours_rx.url, "--sdk-url", sdk_rx.url]
     argv += ["--store", store] + (["--quick"] if args.quick else [])
@@ -387,6 +439,8 @@ def run_child(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         "ours": ours_summary["messages"] == result["sent"]["ours"],
         "naive": sdk_summary["messages"] == result["sent"]["naive"],
     }
+    if detail:
+        result["delivered_ok"] = {s: framework_delivered_ok(result, s) for s in ("ours", "naive")}
     return result
 
 
@@ -583,6 +637,30 @@ def report(results: dict[str, Any]) -> list[str]:
         + ("   [TIME LIMIT HIT]" if p3["timed_out"] else "")
     )
 
+    fw = results.get("frameworks", {})
+    if fw:
+        print("\n== 4. in-process Flask and Starlette (each in its own child interpreter) ==")
+        print("   Flask: the WSGI app called like djbench's handler; Starlette: `await app(scope, receive,")
+        print("   send)` on one event loop, scopes prebuilt. Same browser request, same method as part 1.")
+    for kind, r in fw.items():
+        if "error" in r:
+            print(f"   {kind}: FAILED: {r['error']}")
+            continue
+        print(f"   {kind}: {r['rounds']} interleaved rounds x {r['per_round']} requests per stack")
+        print(f"   {'stack':<12}{'median µs':>11}{'p50':>9}{'p90':>9}{'p99':>9}   rounds (µs)")
+        for name, v in r["stacks"].items():
+            rounds = " ".join(f"{x:.1f}" for x in v["round_means_us"])
+            print(
+                f"   {name:<12}{v['median_round_mean_us']:>11.1f}{v['p50_us']:>9.1f}{v['p90_us']:>9.1f}"
+                f"{v['p99_us']:>9.1f}   {rounds}"
+            )
+        rx = r["received"]
+        print(
+            f"   receiver got: ours {rx['ours']['messages']}/{r['sent']['ours']} {rx['ours'].get('types')}, "
+            f"naive {rx['naive']['messages']}/{r['sent']['naive']} {rx['naive'].get('types')}; "
+            f"ours stats {r['ours_stats']}; SDK errors {r['sdk_errors']}"
+        )
+
     # ---- summary table
     summary = summarize(results)
     results["summary"] = summary
@@ -626,6 +704,24 @@ def report(results: dict[str, Any]) -> list[str]:
         f"{h['p50_ratio']:.3f}; p99 ratio {h['p99_ratio']:.2f})   naive p50 {h['naive_p50']:.0f} "
         f"p99 {h['naive_p99']:.0f} ({h['naive_p50'] - h['bare_p50']:+.0f} µs)"
     )
+    for kind in fw:
+        if kind not in summary:
+            print(f"{kind:<9} in-process   FAILED: {fw[kind]['error']}")
+            failures.append(f"delivery: {kind} part crashed")
+            continue
+        ft, fp = summary[kind]["throughput"], summary[kind]["request_p50"]
+        print(
+            f"{kind:<9} in-process   bare {ft['bare']:.1f} µs   ours {ft['ours']:.1f} µs "
+            f"({ft['ours_overhead']:+.1f})   naive {ft['naive']:.1f} µs ({ft['naive_overhead']:+.1f})   "
+            f"naive/ours overhead {ft['ratio']:.1f}x  [bar >= {RATIO_BAR:.0f}x: {verdict(ft['pass'])}]"
+        )
+        print(
+            f"  same, single-request p50: bare {fp['bare']:.1f}  ours {fp['ours']:.1f} "
+            f"({fp['ours_overhead']:+.1f})  naive {fp['naive']:.1f} ({fp['naive_overhead']:+.1f})  "
+            f"ratio {fp['ratio']:.1f}x  [bar >= {RATIO_BAR:.0f}x: {verdict(fp['pass'])}]"
+        )
+        if not ft["pass"]:
+            failures.append(f"{kind} overhead ratio {ft['ratio']:.1f}x < {RATIO_BAR}x (round means)")
     if not t["pass"]:
         failures.append(f"in-process overhead ratio {t['ratio']:.1f}x < {RATIO_BAR}x (round means)")
     if not c["pass"]:
@@ -637,6 +733,9 @@ def report(results: dict[str, Any]) -> list[str]:
         ("cpu sdk", p2["delivered_ok"]["naive"]),
         ("gunicorn ours (one page per request after SIGTERM)", p3["delivered_ok"]["ours"]),
     ]
+    for kind, r in fw.items():
+        if "delivered_ok" in r:
+            checks += [(f"{kind} {stack}", r["delivered_ok"][stack]) for stack in ("ours", "naive")]
     line = "   ".join(f"{name}: {'ok' if ok else 'MISMATCH'}" for name, ok in checks)
     print(f"delivery checks   {line}")
     if not p3["delivered_ok"]["naive"]:
@@ -689,6 +788,12 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     out["gunicorn"] = {f"{n}_{q}": g[n][f"{q}_us"] for n in ("bare", "ours", "naive") for q in ("p50", "p99")}
     out["gunicorn"]["p50_ratio"] = g["ours"]["p50_us"] / g["bare"]["p50_us"]
     out["gunicorn"]["p99_ratio"] = g["ours"]["p99_us"] / g["bare"]["p99_us"]
+    for kind, r in results.get("frameworks", {}).items():
+        if "stacks" in r:
+            out[kind] = {
+                "throughput": _overheads(r["stacks"], ("bare", "ours", "naive"), "median_round_mean_us"),
+                "request_p50": _overheads(r["stacks"], ("bare", "ours", "naive"), "p50_us"),
+            }
     return out
 
 
@@ -700,7 +805,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--stock-receiver", action="store_true", help="receiver without TCP_NODELAY (adds ~40 ms per batch)"
     )
-    parser.add_argument("--child", choices=("inproc", "cpu"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("inproc", "cpu", *FRAMEWORKS), help=argparse.SUPPRESS)
     parser.add_argument("--ours-url", help=argparse.SUPPRESS)
     parser.add_argument("--sdk-url", help=argparse.SUPPRESS)
     parser.add_argument("--store", help=argparse.SUPPRESS)
@@ -709,35 +814,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     global STOCK_RECEIVER
     STOCK_RECEIVER = args.stock_receiver
     if args.child:
-        child: Callable[[argparse.Namespace], dict[str, Any]] = (
-            child_inproc if args.child == "inproc" else child_cpu
-        )
+        child: Callable[[argparse.Namespace], dict[str, Any]] = {
+            "inproc": child_inproc,
+            "cpu": child_cpu,
+        }.get(args.child, child_framework)
         print(json.dumps(child(args)), flush=True)
         return 0
 
     import django
     import segment.analytics.version as sdk_version
+    import starlette
 
     started = time.monotonic()
     results: dict[str, Any] = {
         "mode": "quick" if args.quick else "full",
         "python": platform.python_version(),
         "django": django.get_version(),
+        "flask": importlib.metadata.version("flask"),
+        "starlette": starlette.__version__,
         "sdk": sdk_version.VERSION,
         "cpus": os.cpu_count(),
         "receiver": "stock" if STOCK_RECEIVER else "tcp_nodelay",
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
     }
-    log("part 1/3: in-process handler overhead ...")
+    log("part 1/4: in-process handler overhead ...")
     results["inproc"] = run_child("inproc", args)
-    log("part 2/3: CPU per delivered message ...")
+    log("part 2/4: CPU per delivered message ...")
     results["cpu"] = run_child("cpu", args)
-    log("part 3/3: gunicorn ...")
+    log("part 3/4: gunicorn ...")
     results["gunicorn"] = run_gunicorn(args)
+    log("part 4/4: Flask and Starlette in process ...")
+    results["frameworks"] = run_frameworks(args)
     results["seconds"] = round(time.monotonic() - started, 1)
+    results["loadavg"] = [round(x, 2) for x in os.getloadavg()]
     failures = report(results)
     print(
         f"\n({results['mode']} run, {results['seconds']} s, Python {results['python']}, Django "
-        f"{results['django']}, SDK {results['sdk']}, {results['cpus']} CPUs)"
+        f"{results['django']}, Flask {results['flask']}, Starlette {results['starlette']}, "
+        f"SDK {results['sdk']}, {results['cpus']} CPUs, load average {results['loadavg']})"
     )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -76,6 +76,7 @@ def tuning_from_env() -> dict[str, Any]:
             tuning[name] = json.loads(raw) if raw[0].isdigit() else raw
     return tuning
 
+
 app = FastAPI(title="Example shop")
 app.add_middleware(AuthenticationMiddleware, backend=SessionBackend())
 app.add_middleware(SessionMiddleware, secret_key=os.environ.get("SHOP_SECRET_KEY", "example-only-not-secret"))

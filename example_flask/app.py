@@ -168,8 +168,13 @@ def register_views(app: Flask) -> None:
         order_id = f"{current_user.id}-{time.time_ns()}"
         request.segment.track(
             "Order Completed",
-            {"order_id": order_id, "total": total, "revenue": total, "currency": "USD",
-             "products": segment_products(lines)},
+            {
+                "order_id": order_id,
+                "total": total,
+                "revenue": total,
+                "currency": "USD",
+                "products": segment_products(lines),
+            },
         )
         session["cart"] = {}
         return render_template("done.html", order_id=order_id, total=total)

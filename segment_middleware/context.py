@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
+from ._fastjson import dumps, js
 from .version import LIBRARY
 
-__all__ = ["RequestFacts", "build_context", "page_properties"]
+__all__ = ["RequestFacts", "build_context", "context_json", "page_properties", "page_properties_json"]
 
 REDACTED = "[REDACTED]"
 _REDACTED_Q = quote(REDACTED)
+_LIBRARY_JSON = dumps(LIBRARY)
 
 _CAMPAIGN = {
     "utm_source": "source",
@@ -79,28 +82,211 @@ class RequestFacts:
 
 
 class _Built:
-    __slots__ = ("context", "page", "query")
+    """What one request's messages share: the redacted page facts, the context parts, and
+    (made on first use, once per request) the dicts for the hook path and the JSON text
+    for the fast path."""
 
-    def __init__(self, context: dict[str, Any], page: dict[str, Any], query: dict[str, Any]) -> None:
-        self.context = context
-        self.page = page
-        self.query = query
+    __slots__ = (
+        "_context",
+        "_context_json",
+        "_page",
+        "_page_json",
+        "_query",
+        "campaign",
+        "campaign_json",
+        "consent",
+        "ip",
+        "locale",
+        "origin",
+        "pairs",
+        "path",
+        "referrer",
+        "search",
+        "search_json",
+        "url",
+        "user_agent",
+    )
+
+    def __init__(
+        self,
+        path: str,
+        origin: str,
+        url: str,
+        referrer: str,
+        search: str,
+        search_json: str,
+        ip: str | None,
+        user_agent: str | None,
+        loc: str | None,
+        campaign: dict[str, str],
+        campaign_json: str,
+        consent: dict[str, Any] | None,
+        pairs: tuple[tuple[str, str], ...],
+    ) -> None:
+        self.path = path
+        self.origin = origin  # scheme://host
+        self.url = url
+        self.referrer = referrer
+        self.search = search
+        self.search_json = search_json
+        self.ip = ip
+        self.user_agent = user_agent
+        self.locale = loc
+        self.campaign = campaign  # shared by requests with the same query: read only
+        self.campaign_json = campaign_json
+        self.consent = consent
+        self.pairs = pairs
+        self._page: dict[str, Any] | None = None
+        self._context: dict[str, Any] | None = None
+        self._query: dict[str, Any] | None = None
+        self._page_json: str | None = None
+        self._context_json: str | None = None
+
+    # ---------------------------------------------------------------- as dicts
+    @property
+    def page(self) -> dict[str, Any]:
+        page = self._page
+        if page is None:
+            page = self._page = {
+                "path": self.path,
+                "url": self.url,
+                "referrer": self.referrer,
+                "search": self.search,
+            }
+        return page
+
+    @property
+    def context(self) -> dict[str, Any]:
+        context = self._context
+        if context is None:
+            context = {"library": LIBRARY, "page": self.page}
+            if self.ip:
+                context["ip"] = self.ip
+            if self.user_agent:
+                context["userAgent"] = self.user_agent
+            if self.locale:
+                context["locale"] = self.locale
+            if self.campaign:
+                context["campaign"] = dict(self.campaign)
+            if self.consent is not None:
+                context["consent"] = self.consent
+            self._context = context
+        return context
+
+    @property
+    def query(self) -> dict[str, Any]:
+        query = self._query
+        if query is None:
+            query = {}
+            for key, value in self.pairs:
+                if key in query:
+                    previous = query[key]
+                    query[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
+                else:
+                    query[key] = value
+            self._query = query
+        return query
+
+    # ---------------------------------------------------------------- as JSON text
+    @property
+    def page_json(self) -> str:
+        """The members of ``page`` without braces: ``"path":...,"search":...``."""
+        text = self._page_json
+        if text is None:
+            path = js(self.path)
+            if type(self.origin) is str and type(self.path) is str:
+                # JSON escaping works character by character, so the url's text is its
+                # parts' texts joined: the long query is escaped once (and cached with it).
+                url = _recurring_js(self.origin)[:-1] + path[1:-1] + self.search_json[1:]
+            else:
+                url = js(self.url)
+            text = self._page_json = "".join(
+                [
+                    '"path":',
+                    path,
+                    ',"url":',
+                    url,
+                    ',"referrer":',
+                    _recurring_js(self.referrer),
+                    ',"search":',
+                    self.search_json,
+                ]
+            )
+        return text
+
+    @property
+    def context_json(self) -> str:
+        """``dumps(self.context)``, assembled from the parts."""
+        text = self._context_json
+        if text is None:
+            parts = ['{"library":', _LIBRARY_JSON, ',"page":{', self.page_json, "}"]
+            if self.ip:
+                parts += (',"ip":', js(self.ip))
+            if self.user_agent:
+                parts += (',"userAgent":', _recurring_js(self.user_agent))
+            if self.locale:
+                parts += (',"locale":', js(self.locale))
+            if self.campaign_json:
+                parts += (',"campaign":', self.campaign_json)
+            if self.consent is not None:
+                parts += (',"consent":', dumps(self.consent))
+            parts.append("}")
+            text = self._context_json = "".join(parts)
+        return text
 
 
 # ------------------------------------------------------------------ helpers
-@functools.lru_cache(maxsize=2048)
+_RECURRING_MAX = 1024
+_CACHED_TEXT_MAX = 512  # longer values are never cached (memory stays bounded)
+_recurring: dict[str, str] = {}
+
+
+def _recurring_js(value: str | None) -> str:
+    """``js(value)`` for values that recur across requests (user agents, referrers): the
+    escaped text of the last ~1000 distinct ones is kept."""
+    if value is None:
+        return "null"
+    text = _recurring.get(value)
+    if text is None:
+        text = js(value)
+        if len(value) <= _CACHED_TEXT_MAX:  # bounded memory: ~1000 x 512 characters at most
+            if len(_recurring) >= _RECURRING_MAX:
+                _recurring.clear()
+            _recurring[value] = text
+    return text
+
+
 def _sensitive(key: str, words: frozenset[str]) -> bool:
-    """Is this query key one to redact? ``access_token``, ``user[email]``, ``API-Key`` are."""
+    """Is this query key one to redact? ``access_token``, ``user[email]``, ``API-Key`` and
+    ``accessToken`` are: keys are split into words on separators and on camelCase humps,
+    as JavaScript front ends name them that way. Verdicts are cached per key."""
     low = key.lower()
     if low in words:
         return True
+    spaced = _CAMEL_HUMP.sub(" ", key).lower()
     for sep in "_-.[]":
-        low = low.replace(sep, " ")
-    return any(part in words for part in low.split())
+        spaced = spaced.replace(sep, " ")
+    parts = spaced.split()
+    if any(part in words for part in parts):
+        return True
+    # "accessToken" -> "access token" also matches a configured "access_token".
+    return len(parts) > 1 and "_".join(parts) in words
 
 
-def _unquote(text: str) -> str:
-    return unquote_plus(text) if ("%" in text or "+" in text) else text
+_CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+_VERDICTS_MAX = 4096  # distinct query keys remembered per REDACT_QUERY_PARAMS
+_verdicts: dict[frozenset[str], dict[str, bool]] = {}
+
+
+def _verdicts_for(words: frozenset[str]) -> dict[str, bool]:
+    verdicts = _verdicts.get(words)
+    if verdicts is None:
+        if len(_verdicts) >= 8:
+            _verdicts.clear()
+        verdicts = _verdicts[words] = {}
+    return verdicts
 
 
 def redact_query(query: str, words: frozenset[str]) -> tuple[str, list[tuple[str, str]]]:
@@ -111,25 +297,39 @@ def redact_query(query: str, words: frozenset[str]) -> tuple[str, list[tuple[str
     """
     if not query:
         return "", []
+    verdicts = _verdicts_for(words)
     pairs: list[tuple[str, str]] = []
-    parts: list[str] = []
+    parts = query.split("&")
     changed = False
-    for part in query.split("&"):
+    for i, part in enumerate(parts):
         if not part:
             continue
         raw_key, _, raw_value = part.partition("=")
-        key = _unquote(raw_key)
-        if _sensitive(key, words):
+        key = unquote_plus(raw_key) if ("%" in raw_key or "+" in raw_key) else raw_key
+        sensitive = verdicts.get(key)
+        if sensitive is None:
+            sensitive = _sensitive(key, words)
+            if len(verdicts) < _VERDICTS_MAX:
+                verdicts[key] = sensitive
+        if sensitive:
             pairs.append((key, REDACTED))
-            parts.append(f"{raw_key}={_REDACTED_Q}")
+            parts[i] = f"{raw_key}={_REDACTED_Q}"
             changed = True
         else:
-            pairs.append((key, _unquote(raw_value)))
-            parts.append(part)
-    return ("&".join(parts) if changed else query), pairs
+            value = unquote_plus(raw_value) if ("%" in raw_value or "+" in raw_value) else raw_value
+            pairs.append((key, value))
+    return ("&".join([part for part in parts if part]) if changed else query), pairs
 
 
 def redact_url(url: str | None, words: frozenset[str]) -> str:
+    """A URL (the referrer) with sensitive query values replaced; cached, as the same
+    referrers come back again and again."""
+    if url and len(url) <= _CACHED_TEXT_MAX:
+        return _redact_url_cached(url, words)
+    return _redact_url(url, words)
+
+
+def _redact_url(url: str | None, words: frozenset[str]) -> str:
     if not url:
         return ""
     if "?" not in url:
@@ -142,6 +342,9 @@ def redact_url(url: str | None, words: frozenset[str]) -> str:
         return url
     query, _ = redact_query(parts.query, words)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+_redact_url_cached = functools.lru_cache(maxsize=1024)(_redact_url)
 
 
 @functools.lru_cache(maxsize=32)
@@ -192,54 +395,93 @@ def client_ip(facts: RequestFacts, trusted: tuple[str, ...], anonymize: bool) ->
     return str(address)
 
 
+@functools.lru_cache(maxsize=256)
 def locale(accept_language: str | None) -> str | None:
     if not accept_language:
         return None
     tag = accept_language.split(",", 1)[0].split(";", 1)[0].strip()
-    if not tag or tag == "*" or len(tag) > 35 or not tag.replace("-", "").replace("_", "").isalnum():
+    # A language tag (BCP 47) is ASCII letters, digits and "-"; isalnum() alone would also
+    # pass any Unicode letter from a mangled header.
+    if (
+        not tag
+        or tag == "*"
+        or len(tag) > 35
+        or not tag.isascii()
+        or not tag.replace("-", "").replace("_", "").isalnum()
+    ):
         return None
     return tag
 
 
 # ------------------------------------------------------------------ building
+# Query strings recur (campaign links, pagination): the redacted search and decoded pairs
+# are a pure function of (query, words), so they are kept for the next request.
+_PARSED_MAX = 1024
+# search, its JSON, the decoded pairs, campaign, its JSON
+_Parsed = tuple[str, str, tuple[tuple[str, str], ...], dict[str, str], str]
+_parsed_queries: dict[tuple[str, frozenset[str]], _Parsed] = {}
+_NO_CAMPAIGN: dict[str, str] = {}
+
+
 def build(facts: RequestFacts, settings: Any) -> _Built:
     """Derive (once per request) the context and page facts shared by its messages."""
-    if facts.built is not None:
-        return facts.built
+    built = facts.built
+    if built is not None:
+        return built
     words = _redact_words(settings.redact_query_params)
-    search_qs, pairs = redact_query(facts.query, words)
-    search = "?" + search_qs if search_qs else ""
-    url = f"{facts.scheme}://{facts.host}{facts.path}{search}"
-    referrer = redact_url(facts.referrer, words)
-    page: dict[str, Any] = {"path": facts.path, "url": url, "referrer": referrer, "search": search}
-    context: dict[str, Any] = {"library": LIBRARY, "page": page}
+    query = facts.query
+    if query:
+        key = (query, words)
+        parsed = _parsed_queries.get(key)
+        if parsed is None:
+            search_qs, pair_list = redact_query(query, words)
+            campaign = {_CAMPAIGN[k]: v for k, v in pair_list if k in _CAMPAIGN and v}
+            search = "?" + search_qs if search_qs else ""
+            parsed = (search, js(search), tuple(pair_list), campaign, dumps(campaign) if campaign else "")
+            if len(query) <= _CACHED_TEXT_MAX:
+                if len(_parsed_queries) >= _PARSED_MAX:
+                    _parsed_queries.clear()
+                _parsed_queries[key] = parsed
+        search, search_json, pairs, campaign, campaign_json = parsed
+    else:
+        search, search_json, pairs, campaign, campaign_json = "", '""', (), _NO_CAMPAIGN, ""
+    path = facts.path
+    origin = f"{facts.scheme}://{facts.host}"
+    url = f"{origin}{path}{search}"
+    referrer = redact_url(facts.referrer, words) if facts.referrer else ""
     ip = client_ip(facts, settings.trusted_proxies, settings.anonymize_ip)
-    if ip:
-        context["ip"] = ip
-    if facts.user_agent:
-        context["userAgent"] = facts.user_agent
-    loc = locale(facts.accept_language)
-    if loc:
-        context["locale"] = loc
-    campaign = {_CAMPAIGN[k]: v for k, v in pairs if k in _CAMPAIGN and v}
-    if campaign:
-        context["campaign"] = campaign
-    if facts.consent is not None:
-        context["consent"] = {"categoryPreferences": dict(facts.consent)}
-    query: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in query:
-            previous = query[key]
-            query[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
-        else:
-            query[key] = value
-    facts.built = _Built(context, page, query)
-    return facts.built
+    loc = locale(facts.accept_language) if facts.accept_language else None
+    consent = {"categoryPreferences": dict(facts.consent)} if facts.consent is not None else None
+    built = facts.built = _Built(
+        path,
+        origin,
+        url,
+        referrer,
+        search,
+        search_json,
+        ip,
+        facts.user_agent,
+        loc,
+        campaign,
+        campaign_json,
+        consent,
+        pairs,
+    )
+    return built
 
 
-@functools.lru_cache(maxsize=8)
+_words_by_id: dict[int, tuple[tuple[str, ...], frozenset[str]]] = {}
+
+
 def _redact_words(words: tuple[str, ...]) -> frozenset[str]:
-    return frozenset(words)
+    """REDACT_QUERY_PARAMS as a set, looked up by the identity of the settings' tuple
+    (hashing a tuple of ~20 words on every request costs more than the lookup)."""
+    entry = _words_by_id.get(id(words))
+    if entry is None or entry[0] is not words:
+        if len(_words_by_id) >= 32:
+            _words_by_id.clear()
+        entry = _words_by_id[id(words)] = (words, frozenset(words))
+    return entry[1]
 
 
 def build_context(facts: RequestFacts | None, settings: Any) -> dict[str, Any]:
@@ -268,3 +510,27 @@ def page_properties(
     if settings.include_query_params and built.query:
         props["query"] = dict(built.query)
     return props
+
+
+def page_properties_json(facts: RequestFacts, settings: Any, status: int | None, title: str | None) -> str:
+    """``dumps(page_properties(...))``, assembled from the request's cached JSON parts."""
+    built = build(facts, settings)
+    parts = ["{", built.page_json, ',"method":', js(facts.method)]
+    if status is not None:
+        parts += (',"status":', str(status) if type(status) is int else dumps(status))
+    if title:
+        parts += (',"title":', js(title))
+    if settings.include_query_params and built.pairs:
+        parts += (',"query":', dumps(built.query))
+    parts.append("}")
+    return "".join(parts)
+
+
+def context_json(facts: RequestFacts | None, settings: Any) -> str:
+    """``dumps(build_context(facts, settings))`` without building the dict."""
+    if facts is None:
+        return _LIBRARY_CONTEXT_JSON
+    return build(facts, settings).context_json
+
+
+_LIBRARY_CONTEXT_JSON = '{"library":' + _LIBRARY_JSON + "}"

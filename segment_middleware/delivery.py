@@ -5,21 +5,21 @@ What the official SDK's ``Client`` lacks, and why this module exists (see
 
 - its ``page()`` costs ~50 us on the caller's thread and serializes each message three
   times; here the request path only appends a tuple to a deque, and the sender thread
-  builds and serializes each message once;
+  builds each message's JSON text once, from pieces cached per request (``messages.encode``);
 - it is not fork-safe; here every process gets its own queue, thread and HTTP session;
 - its exit hook does not drain the queue and ``flush()`` has no bound; here exit flushes
   within ``SHUTDOWN_TIMEOUT`` and spools the rest;
 - it drops silently; here every message is accounted for in :meth:`Delivery.stats`.
 
-What it does well is reused (``http.py``): its HTTP session, auth, ``APIError``,
-``parse_retry_after``, retryable-status rules and backoff schedule; only the body is ours,
-built from the already-serialized messages instead of serializing the batch again.
+What it does well is reused (``http.py``): its HTTP session's settings, auth, ``APIError``,
+``parse_retry_after``, retryable-status rules and backoff schedule; the body is ours,
+built from the already-serialized messages instead of serializing the batch again, and
+posted over a kept-alive connection when the session would add nothing to it.
 """
 
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import os
 import threading
@@ -27,8 +27,11 @@ import time
 import weakref
 from typing import Any
 
+from . import _fastjson
+from ._fastjson import dumps
 from .lifecycle import install_process_exit
-from .messages import Item, finalize
+from .messages import Item, encode
+from .replay import replay
 from .store import LOCAL, SPOOL, Store
 
 __all__ = ["Delivery"]
@@ -41,17 +44,15 @@ DROP_LOG_WINDOW = 10.0  # seconds: drops within one window are logged once, with
 REPLAY_EVERY = 5.0  # seconds between AUTO_REPLAY passes
 REPLAY_BATCHES = 10  # batches per pass, so replay never starves fresh messages
 SPOOL_LOG = "segment: %d message(s) not delivered (%s); kept in %s for `segment-middleware replay`"
+# Messages built between two sleep(0)s on the sender thread (~10 us each): a request thread
+# waiting for the GIL waits at most about half a millisecond for the sender.
+YIELD_EVERY = 48
 STAT_KEYS = ("queued", "delivered", "failed", "dropped", "spooled", "retried")
 
 
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON-serializable")
-
-
-# One encoder for the process: json.dumps() with any option builds a new one per call.
-_dumps = json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
+# One encoder for the process (kept under its old names for code that imports them).
+_dumps = dumps
+_json_default = _fastjson._json_default
 
 
 class _SdkLogFilter(logging.Filter):
@@ -185,7 +186,7 @@ class Delivery:
         if full:
             self._dropped(1, "queue full (MAX_QUEUE_SIZE)")
             return
-        if len(q) >= self.settings.flush_at:
+        if len(q) >= self.settings.flush_at and not self._wake.is_set():
             self._wake.set()
         if self._thread is None:
             self._start()
@@ -273,15 +274,16 @@ class Delivery:
     def _prepare(self, items: list[Item]) -> list[tuple[dict[str, Any], str]]:
         """Finish and serialize each message once; account for the ones that cannot go."""
         ready: list[tuple[dict[str, Any], str]] = []
+        settings = self.settings
         for i, item in enumerate(items):
-            if i % 32 == 31:
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
                 time.sleep(0)  # let request threads have the GIL between slices of work
             try:
-                msg = finalize(item, self.settings)
-                if msg is None:
+                done = encode(item, settings)
+                if done is None:
                     self._dropped(1, "BEFORE_SEND returned None", queued=True)
                     continue
-                text = _dumps(msg)
+                msg, text = done
             except Exception as exc:
                 self._count("failed", 1)
                 log.error("segment: could not build a %s message: %s", item[0].get("type"), exc)
@@ -300,6 +302,10 @@ class Delivery:
 
     def _send_batch(self, items: list[Item]) -> None:
         ready = self._prepare(items)
+        if sum([len(text) for _, text in ready]) + len(ready) <= MAX_BATCH_BYTES:
+            if ready:
+                self._deliver(ready)
+            return
         start, size = 0, 0
         for i, (_, text) in enumerate(ready):
             if size + len(text) > MAX_BATCH_BYTES and i > start:
@@ -374,20 +380,15 @@ class Delivery:
         self._last_replay = now
         try:
             self.store.release_stale_claims()
-            for _ in range(REPLAY_BATCHES):
-                rows = self.store.claim(self.settings.flush_at)
-                if not rows:
-                    return
-                try:
-                    self._post([(row.message, row.body) for row in rows])
-                except Exception:
-                    self.store.release(row.id for row in rows)
-                    self._endpoint_ok = False
-                    return
-                self.store.mark_replayed(row.id for row in rows)
-                log.info("segment: replayed %d spooled message(s)", len(rows))
+            size = self.settings.flush_at
+            result = replay(self.store, self._post, kind=SPOOL, batch_size=size, max_batches=REPLAY_BATCHES)
         except Exception as exc:  # the store is optional here: never stop the sender
             log.warning("segment: automatic replay skipped: %s", exc)
+            return
+        if result.sent or result.rejected:
+            log.info("segment: replayed %d spooled message(s), %d rejected", result.sent, result.rejected)
+        if result.error is not None:
+            self._endpoint_ok = False
 
     def _rejected_or_spooled(self, batch: list[tuple[dict[str, Any], str]], exc: Exception) -> None:
         """A 400 means a message in the batch is bad: split until it is alone, then drop

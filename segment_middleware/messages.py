@@ -3,6 +3,15 @@
 The request path queues ``(message, facts, timestamp, page)``; ``page`` is
 ``(status, title)`` for the automatic page call, whose properties are derived from the
 facts here rather than in the request.
+
+Two ways to the wire text, with the same JSON (``tests/test_wire_equivalence.py``):
+
+- :func:`finalize` then ``dumps``: the complete message as a dict. Needed when BEFORE_SEND
+  hooks are configured, since they get (and may change) that dict.
+- :func:`encode` otherwise: the text is assembled from JSON pieces. The request's context
+  and page properties are serialized once per request (cached on its facts) and spliced
+  in; only the message's own small dict goes through the encoder. About 4x less CPU per
+  page message than building and serializing the whole dict.
 """
 
 from __future__ import annotations
@@ -11,9 +20,10 @@ import os
 import time
 from typing import Any
 
-from .context import RequestFacts, build_context, page_properties
+from ._fastjson import dumps, js
+from .context import RequestFacts, build_context, context_json, page_properties, page_properties_json
 
-__all__ = ["Item", "finalize", "iso_timestamp"]
+__all__ = ["Item", "encode", "finalize", "iso_timestamp"]
 
 Item = tuple[dict[str, Any], "RequestFacts | None", float, "tuple[int | None, str | None] | None"]
 
@@ -31,10 +41,26 @@ def iso_timestamp(ts: float) -> str:
     return f"{cached[1]}.{int((ts - whole) * 1000):03d}Z"
 
 
+_ID_BLOCK = 64  # ids drawn from one os.urandom() call
+_random_hex: list[str] = []
+
+
 def message_id() -> str:
-    """A random (version 4) UUID string, without building a ``uuid.UUID`` object."""
-    h = os.urandom(16).hex()
+    """A random (version 4) UUID string, without building a ``uuid.UUID`` object.
+
+    Randomness is read from ``os.urandom`` 64 ids at a time (one system call instead of 64).
+    The unused rest is forgotten in a forked child, so parent and child never share an id.
+    """
+    try:
+        h = _random_hex.pop()
+    except IndexError:
+        blob = os.urandom(16 * _ID_BLOCK).hex()
+        _random_hex.extend([blob[i : i + 32] for i in range(32, 32 * _ID_BLOCK, 32)])
+        h = blob[:32]
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
+os.register_at_fork(after_in_child=_random_hex.clear)
 
 
 def finalize(item: Item, settings: Any) -> dict[str, Any] | None:
@@ -42,13 +68,8 @@ def finalize(item: Item, settings: Any) -> dict[str, Any] | None:
     msg, facts, ts, page = item
     if page is not None and facts is not None:
         msg["properties"] = page_properties(facts, settings, page[0], page[1])
-    context = build_context(facts, settings)
     own = msg.get("context")
-    if own:
-        for key, value in own.items():
-            base = context.get(key)
-            context[key] = {**base, **value} if isinstance(base, dict) and isinstance(value, dict) else value
-    msg["context"] = context
+    msg["context"] = _merged_context(facts, settings, own) if own else build_context(facts, settings)
     if settings.integrations or "integrations" in msg:
         msg["integrations"] = {**settings.integrations, **msg.get("integrations", {})}
     if "timestamp" not in msg:
@@ -61,3 +82,88 @@ def finalize(item: Item, settings: Any) -> dict[str, Any] | None:
         if result is None:
             return None
     return result
+
+
+def _merged_context(facts: RequestFacts | None, settings: Any, own: dict[str, Any]) -> dict[str, Any]:
+    context = build_context(facts, settings)
+    for key, value in own.items():
+        base = context.get(key)
+        context[key] = {**base, **value} if isinstance(base, dict) and isinstance(value, dict) else value
+    return context
+
+
+def encode(item: Item, settings: Any) -> tuple[dict[str, Any], str] | None:
+    """``(message, its JSON text)``, or None when a before_send hook dropped it.
+
+    Without hooks the returned message dict is only what the store and the logs need
+    (type, name/event, ids, timestamp, messageId); the text is the whole message.
+    """
+    if settings.before_send:
+        full = finalize(item, settings)
+        return None if full is None else (full, dumps(full))
+    msg, facts, ts, page = item
+    if page is not None and facts is not None and not settings.integrations:
+        keys = msg.keys()
+        if keys in (_AUTO_PAGE, _AUTO_PAGE_USER):
+            return _auto_page(msg, facts, ts, page, settings)
+    tail: list[str] = []
+    if page is not None and facts is not None:
+        msg.pop("properties", None)
+        tail += (',"properties":', page_properties_json(facts, settings, page[0], page[1]))
+    own = msg.pop("context", None)
+    tail += (',"context":', _dumps_context(facts, settings, own) if own else context_json(facts, settings))
+    if "integrations" in msg:
+        tail += (',"integrations":', dumps({**settings.integrations, **msg.pop("integrations")}))
+    elif settings.integrations:
+        tail += (',"integrations":', dumps({**settings.integrations}))
+    head = dumps(msg)
+    if "timestamp" not in msg:
+        msg["timestamp"] = stamp = iso_timestamp(ts)
+        tail += (',"timestamp":"', stamp, '"')
+    if "messageId" not in msg:
+        msg["messageId"] = mid = message_id()
+        tail += (',"messageId":"', mid, '"')
+    tail.append("}")
+    if len(head) > 2:
+        return msg, head[:-1] + "".join(tail)
+    return msg, "{" + "".join(tail)[1:]
+
+
+# The request's own page call as ``core.Runtime.end`` queues it.
+_AUTO_PAGE = frozenset(("type", "name", "anonymousId"))
+_AUTO_PAGE_USER = frozenset(("type", "name", "anonymousId", "userId"))
+
+
+def _auto_page(
+    msg: dict[str, Any], facts: RequestFacts, ts: float, page: tuple[int | None, str | None], settings: Any
+) -> tuple[dict[str, Any], str]:
+    """``encode`` for the one message every tracked request sends: no dict serialized at all."""
+    parts = [
+        '{"type":',
+        js(msg["type"]),
+        ',"name":',
+        js(msg["name"]),
+        ',"anonymousId":',
+        js(msg["anonymousId"]),
+    ]
+    if "userId" in msg:
+        parts += (',"userId":', js(msg["userId"]))
+    props = page_properties_json(facts, settings, page[0], page[1])
+    msg["timestamp"] = stamp = iso_timestamp(ts)
+    msg["messageId"] = mid = message_id()
+    parts += (
+        ',"properties":',
+        props,
+        ',"context":',
+        context_json(facts, settings),
+        ',"timestamp":"',
+        stamp,
+        '","messageId":"',
+        mid,
+        '"}',
+    )
+    return msg, "".join(parts)
+
+
+def _dumps_context(facts: RequestFacts | None, settings: Any, own: dict[str, Any]) -> str:
+    return dumps(_merged_context(facts, settings, own))

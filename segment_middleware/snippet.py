@@ -62,7 +62,7 @@ _LOADER = (
     "n.unshift(e);analytics.push(n);return analytics}};"
     "for(var n=0;n<analytics.methods.length;n++){var key=analytics.methods[n];"
     "analytics[key]=analytics.factory(key)}"
-    "analytics.load=function(key,n){var t=document.createElement(\"script\");"
+    'analytics.load=function(key,n){var t=document.createElement("script");'
     't.type="text/javascript";t.async=!0;t.setAttribute("data-global-segment-analytics-key",i);'
     't.src=analytics._cdn+"/analytics.js/v1/"+encodeURIComponent(key)+"/analytics.min.js";'
     'var r=document.getElementsByTagName("script")[0];r.parentNode.insertBefore(t,r);'

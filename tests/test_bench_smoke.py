@@ -24,14 +24,36 @@ def test_overhead_quick_run_delivers_everything(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads(out.read_text())
-    assert {"inproc", "cpu", "gunicorn"} <= set(results)
+    assert {"inproc", "cpu", "gunicorn", "frameworks"} <= set(results)
     assert "delivery checks" in proc.stdout and "MISMATCH" not in proc.stdout
+    for kind in ("flask", "starlette"):
+        part = results["frameworks"][kind]
+        assert "error" not in part, part
+        assert set(part["stacks"]) == {"bare", "ours", "naive"}
+        assert part["rounds"] >= 1
+        for stack in part["stacks"].values():
+            assert 0 < stack["p50_us"] <= stack["p99_us"] < 1e6
+            assert 0 < stack["median_round_mean_us"] < 1e5
+        # every request of ours and naive arrived as exactly one page call, same path
+        for stack in ("ours", "naive"):
+            sent, got = part["sent"][stack], part["received"][stack]
+            assert sent == 200 + part["rounds"] * part["per_round"]
+            assert got["messages"] == got["message_ids"] == sent
+            assert got["types"] == {"page": sent}
+            assert part["delivered_ok"][stack] is True
+        assert part["ours_stats"]["delivered"] == part["sent"]["ours"]
+        assert part["sdk_errors"] == 0
+        summary = results["summary"][kind]
+        for view in ("throughput", "request_p50"):
+            assert {"bare", "ours_overhead", "naive_overhead", "ratio", "pass"} <= set(summary[view])
+            assert summary[view]["naive_overhead"] > 0  # the SDK's page() inline is never free
+        assert f"{kind:<9} in-process" in proc.stdout
 
 
 def test_memory_quick_run_stays_bounded(tmp_path: Path) -> None:
     out = tmp_path / "memory.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "memory.py"), "--requests", "20000", "--json", str(out)],
+        [sys.executable, str(ROOT / "bench" / "memory.py"), "--requests", "30000", "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=240,
@@ -40,7 +62,7 @@ def test_memory_quick_run_stays_bounded(tmp_path: Path) -> None:
     results = json.loads(out.read_text())
     stats = results["after_flush"]
     assert results["bounded"] is True
-    assert stats["queued"] == 20000
+    assert stats["queued"] == 30000
     assert stats["delivered"] == 0  # nothing listens on the endpoint
     assert stats["queued"] == stats["failed"] + stats["dropped"] + stats["spooled"]
     assert results["spool_rows"] == stats["spooled"] > 0

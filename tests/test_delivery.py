@@ -218,6 +218,33 @@ def test_auto_replay_sends_spool_once_endpoint_recovers(receiver: SegmentReceive
     assert all(r.replayed_at and r.replayed_at > 0 for r in Store(store_path).events(kind="spool"))
 
 
+def test_auto_replay_sets_aside_a_rejected_row_and_sends_the_rest(
+    receiver: SegmentReceiver, store_path: str
+) -> None:
+    import segment_middleware.delivery as delivery_module
+
+    rt = runtime(receiver, store_path, max_retries=0, auto_replay=True)
+    receiver.fail_with(500)
+    t = rt.tracker(user_id="u")
+    for i in range(6):
+        t.track("Spooled", {"i": i})
+    assert rt.delivery.flush(10)
+    assert len(Store(store_path).events(kind="spool")) == 6 and receiver.messages == []
+    receiver.healthy()
+    receiver.reject_messages(lambda m: (m.get("properties") or {}).get("i") == 3)
+    original = delivery_module.REPLAY_EVERY
+    delivery_module.REPLAY_EVERY = 0.0
+    try:
+        t.track("Fresh")
+        got = receiver.wait_for(6, timeout=10)
+    finally:
+        delivery_module.REPLAY_EVERY = original
+    assert sorted(m["properties"]["i"] for m in got if m.get("event") == "Spooled") == [0, 1, 2, 4, 5]
+    rows = {r.message["properties"]["i"]: r for r in Store(store_path).events(kind="spool")}
+    assert rows[3].error and "rejected" in rows[3].error
+    assert all(rows[i].replayed_at and rows[i].replayed_at > 0 for i in (0, 1, 2, 4, 5))
+
+
 def test_concurrent_replays_never_send_a_row_twice(receiver: SegmentReceiver, store_path: str) -> None:
     import threading
 

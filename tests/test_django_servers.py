@@ -25,6 +25,8 @@ from visits import Visit, check_pages, drive, excluded_sends_nothing, visit
 from segment_middleware.testing import SegmentReceiver
 
 EXAMPLE = ROOT / "example_django"
+
+
 @pytest.fixture(scope="module")
 def shop_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     db = tmp_path_factory.mktemp("shop") / "db.sqlite3"
