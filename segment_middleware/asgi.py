@@ -30,6 +30,19 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
+_COOKIE, _ID_HEADER = 0, 6
+_HEADER_SLOTS = {
+    b"cookie": _COOKIE,
+    b"host": 1,
+    b"referer": 2,
+    b"user-agent": 3,
+    b"accept-language": 4,
+    b"x-forwarded-for": 5,
+    b"sec-gpc": 7,
+    b"dnt": 8,
+}
+
+
 def asgi_user_id(scope: Scope) -> Any:
     """Starlette ``AuthenticationMiddleware``'s user: ``identity``, else ``display_name``."""
     user = scope.get("user")
@@ -59,7 +72,8 @@ class SegmentMiddleware:
         self.runtime = Runtime(Settings.from_sources(settings, style="kwarg"))
         s = self.runtime.settings
         self._cookie_name = s.anonymous_id_cookie
-        self._id_header = s.anonymous_id_header.lower().encode("latin-1")
+        self._slots = dict(_HEADER_SLOTS)
+        self._slots.setdefault(s.anonymous_id_header.lower().encode("latin-1"), _ID_HEADER)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -78,27 +92,18 @@ class SegmentMiddleware:
             path = root + path
         if not self.runtime.tracks(path, scope["method"]):
             return Tracker(None, enabled=False)
-        cookie = host = referrer = agent = language = forwarded = anon = gpc = dnt = None
-        id_header = self._id_header
+        # One dict lookup per header instead of a chain of comparisons.
+        found: list[str | None] = [None] * 9
+        slots = self._slots
         for name, value in scope.get("headers") or ():
-            if name == b"cookie":
-                cookie = value.decode("latin-1") if cookie is None else f"{cookie}; {value.decode('latin-1')}"
-            elif name == b"host":
-                host = value.decode("latin-1")
-            elif name == b"referer":
-                referrer = value.decode("latin-1")
-            elif name == b"user-agent":
-                agent = value.decode("latin-1")
-            elif name == b"accept-language":
-                language = value.decode("latin-1")
-            elif name == b"x-forwarded-for":
-                forwarded = value.decode("latin-1")
-            elif name == id_header:
-                anon = value.decode("latin-1")
-            elif name == b"sec-gpc":
-                gpc = value.decode("latin-1")
-            elif name == b"dnt":
-                dnt = value.decode("latin-1")
+            slot = slots.get(name)
+            if slot is None:
+                continue
+            text = value.decode("latin-1")
+            if slot == _COOKIE and found[_COOKIE] is not None:  # HTTP/2 may split cookies
+                text = f"{found[_COOKIE]}; {text}"
+            found[slot] = text
+        cookie, host, referrer, agent, language, forwarded, anon, gpc, dnt = found
         client = scope.get("client")
         server = scope.get("server")
         if host is None and server:

@@ -24,6 +24,9 @@ __all__ = ["Runtime", "default_runtime", "set_default_runtime"]
 
 log = logging.getLogger("segment_middleware")
 
+_CACHED_HEADERS = 2048  # distinct Cookie headers remembered (cleared when full)
+_CACHED_HEADER_MAX = 2048  # characters; longer headers are parsed every time
+
 
 class Runtime:
     """Settings plus this process's delivery pipeline; one per configured app."""
@@ -35,6 +38,7 @@ class Runtime:
         self._methods = frozenset(settings.page_methods) if settings.page_methods is not None else None
         self._cookie = settings.anonymous_id_cookie
         self._put = self.delivery.put
+        self._ids: dict[str, str | None] = {}
         _remember(self)
         install_exit_flush(shutdown_all)
 
@@ -71,7 +75,7 @@ class Runtime:
         s = self.settings
         if (s.honor_gpc and gpc == "1") or (s.honor_dnt and dnt == "1") or not self._should_track(request):
             return Tracker(None, enabled=False)
-        anonymous_id = parse_anonymous_id(cookie_value(cookie_header, self._cookie))
+        anonymous_id = self._cookie_id(cookie_header)
         is_new = False
         if anonymous_id is None:
             anonymous_id = parse_anonymous_id(id_header)
@@ -95,7 +99,9 @@ class Runtime:
             return None
         facts = tracker._facts
         assert facts is not None
-        uid = user_id if user_id is not None else tracker.user_id
+        # The adapter's fresh lookup (a log-in during the view counts), else an id the view
+        # set with identify(); never a second auth lookup for an anonymous visitor.
+        uid = user_id if user_id is not None else tracker.settled_user_id()
         msg: dict[str, Any] = {
             "type": "page",
             "name": route or facts.path,
@@ -114,6 +120,23 @@ class Runtime:
                 facts.scheme == "https",
             )
         return None
+
+    def _cookie_id(self, header: str | None) -> str | None:
+        """The anonymousId in a Cookie header. A visitor sends the same header on every
+        request, so parsed ids are remembered (bounded; long headers are not kept)."""
+        if not header:
+            return None
+        ids = self._ids
+        try:
+            return ids[header]
+        except KeyError:
+            pass
+        found = parse_anonymous_id(cookie_value(header, self._cookie))
+        if len(header) <= _CACHED_HEADER_MAX:
+            if len(ids) >= _CACHED_HEADERS:
+                ids.clear()
+            ids[header] = found
+        return found
 
     def user_id_for(self, request: Any, default: Callable[[Any], Any]) -> str | None:
         """USER_ID when configured, else the adapter's default; never raises."""

@@ -25,23 +25,29 @@ log = logging.getLogger("segment_middleware")
 
 # SEGMENT_* keys that belong to other parts of the package, not to Settings.
 _OTHER_KEYS = frozenset(("SEGMENT_PUBLIC_API_TOKEN",))
-_G_KEY = "_segment_state"
+_STATE = "_segment_state"
 
 
-def flask_user_id(_request: Any) -> Any:
-    """Flask-Login's ``current_user.get_id()`` when it is set up, else ``g.user``'s id."""
-    try:
-        from flask import current_app
-        from flask_login import current_user
+try:  # optional: looked up once here, not on every request
+    from flask_login import current_user as _login_user
+except ImportError:  # pragma: no cover - Flask-Login is not installed
+    _login_user = None
 
-        if getattr(current_app, "login_manager", None) is not None:
-            return current_user.get_id() if current_user.is_authenticated else None
-    except ImportError:
-        pass
-    user = g.get("user")
-    if user is None:
-        return None
-    return user.get("id") if isinstance(user, dict) else getattr(user, "id", None)
+
+def flask_user_id(app: Flask) -> Any:
+    """``app``'s userId lookup: Flask-Login's ``current_user.get_id()`` when the app has a
+    login manager, else ``g.user``'s id (a dict's ``"id"`` or an object's ``.id``)."""
+
+    def lookup(_request: Any) -> Any:
+        if _login_user is not None and getattr(app, "login_manager", None) is not None:
+            user = _login_user._get_current_object()  # one proxy hop, not one per attribute
+            return user.get_id() if user is not None and user.is_authenticated else None
+        user = g.get("user")
+        if user is None:
+            return None
+        return user.get("id") if isinstance(user, dict) else getattr(user, "id", None)
+
+    return lookup
 
 
 class Segment:
@@ -66,7 +72,7 @@ class Segment:
         runtime = Runtime(Settings.from_sources({**self._explicit, **settings}, config, style="flask"))
         self.runtime = runtime
         app.extensions["segment"] = self
-        state = _AppHooks(runtime)
+        state = _AppHooks(app, runtime)
         app.before_request(state.before)
         app.after_request(state.after)
         app.teardown_request(state.teardown)
@@ -75,49 +81,58 @@ class Segment:
 
 
 class _AppHooks:
-    """The three request hooks, bound to one app's runtime."""
+    """The three request hooks, bound to one app's runtime.
 
-    def __init__(self, runtime: Runtime) -> None:
+    Each hook resolves Flask's ``request`` and ``g`` proxies once: every proxy attribute
+    access is a context-variable lookup, and they add up on a hello-world request.
+    """
+
+    def __init__(self, app: Flask, runtime: Runtime) -> None:
         self.runtime = runtime
         self.id_key = header_key(runtime.settings.anonymous_id_header)
+        self._lookup = flask_user_id(app)
 
-    def user_id(self) -> str | None:
-        return self.runtime.user_id_for(request, flask_user_id)
+    def user_id(self, req: Any) -> str | None:
+        return self.runtime.user_id_for(req, self._lookup)
 
     def before(self) -> None:
+        req = _request()
         try:
-            tracker = begin_environ(self.runtime, request.environ, request, self.id_key, self.user_id)
+            tracker = begin_environ(self.runtime, req.environ, req, self.id_key, lambda: self.user_id(req))
         except Exception:  # never break the host app
             log.exception("segment: could not start tracking this request")
             tracker = Tracker(None, enabled=False)
-        request.segment = tracker  # type: ignore[attr-defined]
+        req.segment = tracker
         g.segment = tracker
-        setattr(g, _G_KEY, [tracker, _current.set(tracker), False])
+        # The state rides on the request object: one proxy lookup per hook finds it all.
+        setattr(req, _STATE, [tracker, _current.set(tracker), False])
 
     def after(self, response: Any) -> Any:
-        state = g.get(_G_KEY)
+        req = _request()
+        state = getattr(req, _STATE, None)
         if state is not None and not state[2]:
             state[2] = True
-            self._end(state[0], response.status_code, response)
+            self._end(req, state[0], response.status_code, response)
         return response
 
     def teardown(self, exc: BaseException | None) -> None:
-        state = g.pop(_G_KEY, None)
+        req = _request()
+        state = req.__dict__.pop(_STATE, None)
         if state is None:
             return
         tracker, token, ended = state
         if not ended:
-            self._end(tracker, 500, None)
+            self._end(req, tracker, 500, None)
         try:
             _current.reset(token)
         except ValueError:  # reset from another context (streamed response): just clear it
             _current.set(None)
 
-    def _end(self, tracker: Tracker, status: int, response: Any) -> None:
+    def _end(self, req: Any, tracker: Tracker, status: int, response: Any) -> None:
         if not tracker.enabled:
             return
         try:
-            cookie = self.runtime.end(tracker, status, request.endpoint, self.user_id())
+            cookie = self.runtime.end(tracker, status, req.endpoint, self.user_id(req))
             if cookie is not None and response is not None:
                 response.set_cookie(
                     cookie.name,
@@ -130,6 +145,10 @@ class _AppHooks:
                 )
         except Exception:
             log.exception("segment: could not finish tracking this request")
+
+
+def _request() -> Any:
+    return request._get_current_object()  # type: ignore[attr-defined]
 
 
 def _connect_login_signal(app: Flask) -> None:

@@ -393,6 +393,25 @@ def local_runtime(store_path: str) -> Iterator[Runtime]:
     rt.delivery.shutdown(2)
 
 
+def test_cookie_ids_are_remembered_per_header_and_bounded(local_runtime: Runtime) -> None:
+    import segment_middleware.core as core
+
+    def begin(header: str) -> str | None:
+        return local_runtime.begin(None, facts(), header, None).anonymous_id
+
+    a = "theme=dark; ajs_anonymous_id=%22aaa%22"
+    b = "theme=dark; ajs_anonymous_id=bbb"
+    assert [begin(a), begin(b), begin(a), begin(b)] == ["aaa", "bbb", "aaa", "bbb"]
+    bad = "ajs_anonymous_id=%22%ZZ"  # remembered as "no id": each request gets a fresh one
+    first, second = begin(bad), begin(bad)
+    assert first and second and first != second
+    for i in range(core._CACHED_HEADERS + 50):
+        assert begin(f"ajs_anonymous_id=id{i}") == f"id{i}"
+    assert len(local_runtime._ids) <= core._CACHED_HEADERS
+    huge = "x=" + "y" * core._CACHED_HEADER_MAX + "; ajs_anonymous_id=zzz"
+    assert begin(huge) == "zzz" and huge not in local_runtime._ids
+
+
 def stored(rt: Runtime) -> list[dict[str, Any]]:
     assert rt.delivery.flush(10)
     store = Store(rt.settings.local_store)

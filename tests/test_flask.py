@@ -269,6 +269,38 @@ def test_g_user_without_flask_login_and_header_id(
     assert got[2][0] is None and got[2][1] != "x" * 101 and len(got[2][1]) == 36
 
 
+def test_user_is_looked_up_once_per_request_and_identify_wins(
+    receiver: SegmentReceiver, tmp_path: Path, apps: list[Flask]
+) -> None:
+    calls: list[str] = []
+
+    def user_id(req: Any) -> str | None:
+        calls.append(req.path)
+        return req.headers.get("X-User")
+
+    app = make_app(receiver, tmp_path, SEGMENT_USER_ID=user_id)
+    apps.append(app)
+    Segment(app)
+
+    @app.get("/plain")
+    def plain() -> str:
+        return "plain"
+
+    @app.get("/signed-in")
+    def signed_in() -> str:
+        request.segment.identify("new-7", {"plan": "pro"})  # type: ignore[attr-defined]
+        return "welcome"
+
+    client = app.test_client()
+    client.get("/plain")
+    assert calls == ["/plain"], "an anonymous request is looked up once, at the page call"
+    client.get("/plain", headers={"X-User": "u-1"})
+    client.get("/signed-in")
+    got = [(m["name"], m.get("userId")) for m in pages(delivered(app, receiver))]
+    assert got == [("plain", None), ("plain", "u-1"), ("signed_in", "new-7")]
+    assert calls.count("/plain") == 2 and calls.count("/signed-in") == 1
+
+
 def test_jinja_global_renders_the_snippet(
     receiver: SegmentReceiver, tmp_path: Path, apps: list[Flask]
 ) -> None:
