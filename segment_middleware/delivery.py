@@ -214,11 +214,11 @@ class Delivery:
 
     def _dropped(self, n: int, reason: str, *, queued: bool = False) -> None:
         """Count a drop, and log it once per burst."""
+        self._drop_log.note(n, reason)  # first: flush() returning means the line is out
         with self._lock:
             self._counts["dropped"] += n
             if queued:
                 self._pending -= n
-        self._drop_log.note(n, reason)
         if queued and self._pending <= 0:
             with self._idle:
                 self._idle.notify_all()
@@ -285,17 +285,17 @@ class Delivery:
                     continue
                 msg, text = done
             except Exception as exc:
-                self._count("failed", 1)
                 log.error("segment: could not build a %s message: %s", item[0].get("type"), exc)
+                self._count("failed", 1)
                 continue
             if len(text) > MAX_MESSAGE_BYTES:
-                self._count("failed", 1)
                 log.error(
                     "segment: dropped a %s message of %d bytes (over Segment's 32 KB limit), messageId %s",
                     msg.get("type"),
                     len(text),
                     msg.get("messageId"),
                 )
+                self._count("failed", 1)
                 continue
             ready.append((msg, text))
         return ready
@@ -320,8 +320,8 @@ class Delivery:
             try:
                 self.store.insert(batch, LOCAL)
             except Exception as exc:
-                self._count("failed", len(batch))
                 log.error("segment: could not write %d message(s) to the local store: %s", len(batch), exc)
+                self._count("failed", len(batch))
                 return
             self._count("delivered", len(batch))
             return
@@ -401,30 +401,30 @@ class Delivery:
                 self._deliver(batch[mid:])
                 return
             msg = batch[0][0]
-            self._count("failed", 1)
             log.error(
                 "segment: the endpoint rejected a %s message (messageId %s): %s",
                 msg.get("type"),
                 msg.get("messageId"),
                 getattr(exc, "message", "") or "400",
             )
+            self._count("failed", 1)  # after the log line: flush() returning means it is out
             return
         self._endpoint_ok = False
         self._spool(batch, f"{type(exc).__name__}: {status or ''}".strip())
 
     def _spool(self, batch: list[tuple[dict[str, Any], str]], why: str) -> None:
         if not self.settings.spool:
-            self._count("failed", len(batch))
             log.error("segment: %d message(s) not delivered (%s) and SPOOL is off", len(batch), why)
+            self._count("failed", len(batch))
             return
         try:
             self.store.insert(batch, SPOOL, error=why)
         except Exception as exc:
-            self._count("failed", len(batch))
             log.error("segment: %d message(s) not delivered (%s) and not spooled: %s", len(batch), why, exc)
+            self._count("failed", len(batch))
             return
-        self._count("spooled", len(batch))
         self._spool_log.note(len(batch), why, self.settings.local_store)
+        self._count("spooled", len(batch))
 
     # ------------------------------------------------------------------ flush / shutdown
     def flush(self, timeout: float | None = None) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -34,3 +35,14 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("SEGMENT_"):
             monkeypatch.delenv(key, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _package_logs_reach_caplog() -> Iterator[None]:
+    """A test that loads example_django's settings leaves the package logger with its
+    own handler and propagate off; later tests asserting on caplog must still see it."""
+    logger = logging.getLogger("segment_middleware")
+    saved = logger.propagate
+    logger.propagate = True
+    yield
+    logger.propagate = saved

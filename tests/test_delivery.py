@@ -213,9 +213,12 @@ def test_auto_replay_sends_spool_once_endpoint_recovers(receiver: SegmentReceive
     assert sorted(m["messageId"] for m in got if m["event"] == "Spooled") == sorted(
         r.message_id for r in spooled
     )
+    deadline = time.monotonic() + 10
+    while not all(r.replayed_at and r.replayed_at > 0 for r in Store(store_path).events(kind="spool")):
+        assert time.monotonic() < deadline, "replayed rows were never marked"
+        time.sleep(0.05)
     time.sleep(0.3)
     assert len(receiver.messages) == 5
-    assert all(r.replayed_at and r.replayed_at > 0 for r in Store(store_path).events(kind="spool"))
 
 
 def test_auto_replay_sets_aside_a_rejected_row_and_sends_the_rest(
@@ -240,7 +243,14 @@ def test_auto_replay_sets_aside_a_rejected_row_and_sends_the_rest(
     finally:
         delivery_module.REPLAY_EVERY = original
     assert sorted(m["properties"]["i"] for m in got if m.get("event") == "Spooled") == [0, 1, 2, 4, 5]
-    rows = {r.message["properties"]["i"]: r for r in Store(store_path).events(kind="spool")}
+    # The receiver has them before the sender marks the rows: wait for the marks.
+    deadline = time.monotonic() + 10
+    while True:
+        rows = {r.message["properties"]["i"]: r for r in Store(store_path).events(kind="spool")}
+        settled = all(r.replayed_at and r.replayed_at > 0 for r in rows.values())
+        if settled or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert rows[3].error and "rejected" in rows[3].error
     assert all(rows[i].replayed_at and rows[i].replayed_at > 0 for i in (0, 1, 2, 4, 5))
 
