@@ -522,11 +522,13 @@ def _after_fork_in_child() -> None:
         delivery.store = Store(delivery.settings.local_store)
 
 
-def shutdown_all() -> None:
-    """Flush every pipeline within its SHUTDOWN_TIMEOUT (at exit, or before uvicorn re-raises)."""
+def shutdown_all(timeout: float | None = None) -> None:
+    """Flush every pipeline within its SHUTDOWN_TIMEOUT, or ``timeout`` when that is
+    shorter (at exit, before uvicorn re-raises, on Ctrl-C in Django's reloader child)."""
     for delivery in list(_registry):
         try:
-            delivery.shutdown()
+            own = delivery.settings.shutdown_timeout
+            delivery.shutdown(own if timeout is None else min(own, timeout))
         except Exception:  # pragma: no cover - never raise at exit
             log.exception("segment: error while flushing at exit")
 

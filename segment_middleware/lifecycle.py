@@ -101,3 +101,30 @@ def install_process_exit(flush: Callable[[], None]) -> None:
 
     atexit.register(flush)
     mp_util.register_after_fork(_ANCHOR, lambda _anchor: mp_util.Finalize(None, flush, exitpriority=100))
+
+
+def install_interrupt_flush(flush: Callable[[], None]) -> bool:
+    """Flush on SIGINT before the usual KeyboardInterrupt, where Python's default handler
+    is still in place (main thread only). For Django's autoreloader: on Ctrl-C its parent
+    waits 0.25 s for the serving child and then SIGKILLs it, too soon for a flush that
+    waits for the interpreter's exit; ``flush`` must fit in that time (it spools the rest).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    try:
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            return False
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            try:
+                flush()
+            except Exception:  # never stand in the way of the interrupt
+                log.exception("segment: flush on interrupt failed")
+            signal.default_int_handler(signum, frame)
+
+        signal.signal(signal.SIGINT, on_sigint)
+        return True
+    except Exception:  # pragma: no cover - signals unavailable in this interpreter
+        return False
+

@@ -184,7 +184,23 @@ def test_runserver_autoreloader(
     server.wait_ready(timeout=60)
     hit(server, 10)
     assert receiver.messages == []
+    started = time.monotonic()
     os.killpg(server.proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
     server.proc.wait(20)
-    receiver.wait_for(10, timeout=10)
-    assert_each_once(receiver, 10)
+    # The parent SIGKILLs the child 0.25 s after Ctrl-C: the child sends what it can in
+    # that time and spools the rest (never the case on an idle machine, but CI is not one).
+    from segment_middleware.store import Store
+
+    store_path = shop_env["SEGMENT_LOCAL_STORE"]
+    spooled = (
+        {m.message["properties"]["search"] for m in Store(store_path).events(kind="spool")}
+        if Path(store_path).exists()
+        else set()
+    )
+    received = {m["properties"]["search"] for m in receiver.messages if m["type"] == "page"}
+    assert received | spooled == {f"?n={i}" for i in range(10)}, (received, spooled, server.output())
+    assert all(len(v) == 1 for v in receiver.by_message_id().values())
+    took = time.monotonic() - started
+    print(f"runserver Ctrl-C: {len(received)} received, {len(spooled)} spooled, {took:.2f} s")
+    if not spooled:
+        assert_each_once(receiver, 10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from django.apps import AppConfig
@@ -18,6 +19,24 @@ class SegmentConfig(AppConfig):
         from . import checks  # noqa: F401  (registers the checks)
 
         user_logged_in.connect(_identify_on_login, dispatch_uid="segment_middleware.identify_on_login")
+        _flush_on_reloader_interrupt()
+
+
+#: Ctrl-C under ``runserver``: the reloader parent SIGKILLs the serving child 0.25 s after
+#: the interrupt (``subprocess.run``'s grace period), so the child sends what it can in
+#: this much time and spools the rest, instead of waiting for its interpreter's exit.
+RELOADER_FLUSH_BUDGET = 0.15
+
+
+def _flush_on_reloader_interrupt() -> None:
+    from django.utils.autoreload import DJANGO_AUTORELOAD_ENV
+
+    if os.environ.get(DJANGO_AUTORELOAD_ENV) != "true":
+        return
+    from ..delivery import shutdown_all
+    from ..lifecycle import install_interrupt_flush
+
+    install_interrupt_flush(lambda: shutdown_all(RELOADER_FLUSH_BUDGET))
 
 
 def _identify_on_login(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
