@@ -121,16 +121,18 @@ def free_port() -> int:
 sdk_flush = djbench.sdk_flush
 
 
-#: ``python -m segment_middleware.testing`` with TCP_NODELAY on its connections. The stock
-#: receiver writes the response headers and body in two send()s; with Nagle on, the body
-#: waits for the client's delayed ACK, which adds ~40 ms to every batch post (measured:
-#: 44 ms vs 1.1 ms wall per post) - nothing like api.segment.io, and it throttles every
-#: sender thread to ~2,300 messages/s. ``--stock-receiver`` runs it unpatched.
+#: Which receiver the benchmarks post to. Default ("raw"): ``bench/rawreceiver.py``, which
+#: keeps the bodies and decodes them after the run; the package's test receiver decodes and
+#: validates every batch as it arrives (~38 µs of CPU per message), CPU that the measured
+#: process's two cores would lose to the harness. "full": that test receiver, with
+#: TCP_NODELAY (its two send()s per answer would otherwise wait ~40 ms for a delayed ACK);
+#: "stock": the test receiver exactly as shipped.
+RECEIVER_KIND = "raw"
 NODELAY_RECEIVER = (
     "import sys, segment_middleware.testing as t; "
     "t._Handler.disable_nagle_algorithm = True; sys.exit(t.main())"
 )
-STOCK_RECEIVER = False
+
 
 #: The same receiver, printing one more JSON line at exit: the messages by type, distinct
 #: messageIds and distinct ``context.page.path`` values, so that "one page call per
@@ -155,9 +157,14 @@ class Receiver:
     """The package's Segment-compatible receiver in its own process (so its CPU is not ours)."""
 
     def __init__(self, max_seconds: float, detail: bool = False) -> None:
-        launch = ["-m", "segment_middleware.testing"] if STOCK_RECEIVER else ["-c", NODELAY_RECEIVER]
-        if detail:
-            launch = ["-c", DETAIL_RECEIVER.format(nodelay=not STOCK_RECEIVER)]
+        if RECEIVER_KIND == "raw":
+            launch = [str(HERE / "rawreceiver.py"), *(["--detail"] if detail else [])]
+        elif detail:
+            launch = ["-c", DETAIL_RECEIVER.format(nodelay=RECEIVER_KIND == "full")]
+        elif RECEIVER_KIND == "stock":
+            launch = ["-m", "segment_middleware.testing"]
+        else:
+            launch = ["-c", NODELAY_RECEIVER]
         argv = [
             sys.executable,
             *launch,
@@ -803,7 +810,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", metavar="PATH", help="also write every figure as JSON")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a bar is missed too")
     parser.add_argument(
-        "--stock-receiver", action="store_true", help="receiver without TCP_NODELAY (adds ~40 ms per batch)"
+        "--receiver",
+        choices=("raw", "full", "stock"),
+        default="raw",
+        help="raw: bench/rawreceiver.py, decodes after the run (default); full: the package's test "
+        "receiver with TCP_NODELAY; stock: that receiver as shipped (adds ~40 ms per batch)",
     )
     parser.add_argument("--child", choices=("inproc", "cpu", *FRAMEWORKS), help=argparse.SUPPRESS)
     parser.add_argument("--ours-url", help=argparse.SUPPRESS)
@@ -811,8 +822,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--store", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    global STOCK_RECEIVER
-    STOCK_RECEIVER = args.stock_receiver
+    global RECEIVER_KIND
+    RECEIVER_KIND = args.receiver
     if args.child:
         child: Callable[[argparse.Namespace], dict[str, Any]] = {
             "inproc": child_inproc,
@@ -834,7 +845,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "starlette": starlette.__version__,
         "sdk": sdk_version.VERSION,
         "cpus": os.cpu_count(),
-        "receiver": "stock" if STOCK_RECEIVER else "tcp_nodelay",
+        "receiver": RECEIVER_KIND,
         "loadavg_start": [round(x, 2) for x in os.getloadavg()],
     }
     log("part 1/4: in-process handler overhead ...")

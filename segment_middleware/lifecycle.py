@@ -127,4 +127,3 @@ def install_interrupt_flush(flush: Callable[[], None]) -> bool:
         return True
     except Exception:  # pragma: no cover - signals unavailable in this interpreter
         return False
-
