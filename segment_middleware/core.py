@@ -101,7 +101,7 @@ class Runtime:
         assert facts is not None
         # The adapter's fresh lookup (a log-in during the view counts), else an id the view
         # set with identify(); never a second auth lookup for an anonymous visitor.
-        uid = user_id if user_id is not None else tracker.settled_user_id()
+        uid = tracker.ended(user_id)
         msg: dict[str, Any] = {
             "type": "page",
             "name": route or facts.path,
