@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers import WRITE_KEY  # noqa: E402  (needs the sys.path line above)
+
+# Tests press Ctrl-C (SIGINT) on the servers and CLI commands they start. A shell without
+# job control starts background commands with SIGINT ignored, and an ignored signal is
+# inherited across exec: those children could not be interrupted. A handler here is reset
+# to the default in each child, where Python installs its KeyboardInterrupt again.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
