@@ -18,6 +18,7 @@ an empty body and a send that keeps the status.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import time
 import uuid
@@ -213,8 +214,8 @@ def measure(
                 batch = scopes(n)
                 gc.collect()  # same for every stack; gc stays enabled inside the loop
                 total = loop.run_until_complete(run_batch(apps[stack], batch, singles[stack]))
+                total += djbench.delivery_cpu_ns(functools.partial(settle, stack))
                 round_means[stack].append(total / n / 1000)
-                settle(stack)  # untimed
                 if stack in sent:
                     sent[stack] += n
     finally:

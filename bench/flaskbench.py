@@ -18,6 +18,7 @@ The WSGI app is called the way a server does (``djbench.make_caller``: fresh env
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 import uuid
@@ -148,8 +149,9 @@ def measure(
             log(f"  flask: time limit reached after {r} rounds")
             break
         for stack in STACKS[r % 3 :] + STACKS[: r % 3]:
-            round_means[stack].append(djbench.timed_round(calls[stack], n, singles[stack], f"flask {stack}"))
-            settle(stack)  # untimed
+            deliver = functools.partial(settle, stack)
+            mean = djbench.timed_round(calls[stack], n, singles[stack], f"flask {stack}", deliver)
+            round_means[stack].append(mean)  # delivery of the round's messages included
             if stack in sent:
                 sent[stack] += n
     return part_result("flask", n, round_means, singles, sent)

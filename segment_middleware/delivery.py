@@ -44,6 +44,13 @@ DROP_LOG_WINDOW = 10.0  # seconds: drops within one window are logged once, with
 REPLAY_EVERY = 5.0  # seconds between AUTO_REPLAY passes
 REPLAY_BATCHES = 10  # batches per pass, so replay never starves fresh messages
 SPOOL_LOG = "segment: %d message(s) not delivered (%s); kept in %s for `segment-middleware replay`"
+# The sender is woken when this many full batches are queued (or FLUSH_INTERVAL passes,
+# or someone flushes), not at every full batch: each wake-up of a thread that must take
+# the GIL from busy request threads costs hand-offs and cold caches on both sides, and
+# measured in process (paired rounds, delivery included) one wake per 10 batches cost
+# ~20 us less per request than one per batch. Batches still carry FLUSH_AT messages, and
+# FLUSH_INTERVAL still bounds how long a message waits.
+WAKE_BATCHES = 10
 STAT_KEYS = ("queued", "delivered", "failed", "dropped", "spooled", "retried")
 
 
@@ -167,6 +174,8 @@ class Delivery:
         self._drop_log = _Burst(logging.WARNING, "segment: dropped %d message(s): %s")
         self._spool_log = _Burst(logging.WARNING, SPOOL_LOG)
         self._pid = os.getpid()
+        s = self.settings
+        self._wake_at = max(1, min(s.flush_at * WAKE_BATCHES, s.max_queue_size // 2))
 
     # ------------------------------------------------------------------ request path
     def put(self, item: Item) -> None:
@@ -183,7 +192,7 @@ class Delivery:
         if full:
             self._dropped(1, "queue full (MAX_QUEUE_SIZE)")
             return
-        if len(q) >= self.settings.flush_at and not self._wake.is_set():
+        if len(q) >= self._wake_at and not self._wake.is_set():
             self._wake.set()
         if self._thread is None:
             self._start()
