@@ -240,8 +240,9 @@ class Delivery:
 
     # ------------------------------------------------------------------ sender thread
     def _run(self) -> None:
-        """Send full batches as soon as they fill, partial ones only every FLUSH_INTERVAL
-        (or when flushing): under load every post carries FLUSH_AT messages."""
+        """Send full batches when WAKE_BATCHES of them are queued or FLUSH_INTERVAL has
+        passed, a partial one only at FLUSH_INTERVAL (or when flushing): under load every
+        post carries FLUSH_AT messages, and no message waits longer than the interval."""
         interval = self.settings.flush_interval
         flush_at = self.settings.flush_at
         last = time.monotonic()

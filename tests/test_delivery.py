@@ -299,3 +299,31 @@ def test_non_retryable_status_is_not_retried(receiver: SegmentReceiver, store_pa
     assert rt.delivery.flush(10)
     assert len([r for r in receiver.requests if r.path == "/v1/batch"]) == 1
     assert rt.delivery.stats()["spooled"] == 1
+
+
+def test_sender_wakes_for_ten_full_batches_not_each_one(receiver: SegmentReceiver, store_path: str) -> None:
+    """Under load the sender is woken once per 10 full batches (FLUSH_INTERVAL still bounds
+    the wait); every post still carries FLUSH_AT messages."""
+    rt = runtime(receiver, store_path, flush_interval=30, flush_at=5)
+    tracker = rt.tracker(user_id="u")
+    for i in range(49):  # 9 full batches: below the wake mark, nothing is sent yet
+        tracker.track("Queued", {"i": i})
+    time.sleep(0.5)
+    assert receiver.messages == []
+    tracker.track("Queued", {"i": 49})  # the 10th full batch wakes the sender
+    assert len(receiver.wait_for(50, timeout=10)) == 50
+    assert [len(body["batch"]) for body in receiver.batches] == [5] * 10
+    assert rt.delivery.flush(5)  # the last answer may still be on its way to the sender
+    assert balanced(rt.delivery.stats())
+    rt.delivery.shutdown(2)
+
+
+def test_a_small_queue_wakes_the_sender_at_half_full(receiver: SegmentReceiver, store_path: str) -> None:
+    """MAX_QUEUE_SIZE below 10 batches: woken at half of it, so nothing is dropped waiting."""
+    rt = runtime(receiver, store_path, flush_interval=30, flush_at=10, max_queue_size=40)
+    tracker = rt.tracker(user_id="u")
+    for i in range(20):
+        tracker.track("Queued", {"i": i})
+    assert len(receiver.wait_for(20, timeout=10)) == 20
+    assert rt.delivery.stats()["dropped"] == 0
+    rt.delivery.shutdown(2)
