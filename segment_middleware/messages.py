@@ -21,7 +21,14 @@ import time
 from typing import Any
 
 from ._fastjson import dumps, js
-from .context import RequestFacts, build_context, context_json, page_properties, page_properties_json
+from .context import (
+    RequestFacts,
+    auto_page_texts,
+    build_context,
+    context_json,
+    page_properties,
+    page_properties_json,
+)
 
 __all__ = ["Item", "encode", "finalize", "iso_timestamp"]
 
@@ -148,14 +155,14 @@ def _auto_page(
     ]
     if "userId" in msg:
         parts += (',"userId":', js(msg["userId"]))
-    props = page_properties_json(facts, settings, page[0], page[1])
+    props, context = auto_page_texts(facts, settings, page[0], page[1])
     msg["timestamp"] = stamp = iso_timestamp(ts)
     msg["messageId"] = mid = message_id()
     parts += (
         ',"properties":',
         props,
         ',"context":',
-        context_json(facts, settings),
+        context,
         ',"timestamp":"',
         stamp,
         '","messageId":"',
