@@ -79,9 +79,9 @@ def server_box() -> Iterator[list[Server]]:
         server.kill()
 
 
-def timed_requests(server: Server, prefix: str, count: int) -> list[float]:
+def timed_requests(server: Server, prefix: str, count: int, first: int = 0) -> list[float]:
     latencies = []
-    for i in range(count):
+    for i in range(first, first + count):
         start = time.perf_counter()
         response = server.get(f"/?n={prefix}{i}")
         latencies.append(time.perf_counter() - start)
@@ -119,18 +119,42 @@ def test_outage_row(
         "SEGMENT_LOCAL_STORE": str(store_path),
         "TEST_TMP": str(tmp_path),
     }
-    server = gunicorn("shop.wsgi:application", env, "--workers", "1", chdir=EXAMPLE)
-    server_box.append(server)
-    server.wait_ready()
-    timed_requests(server, "w", 5)  # warm up
-    healthy = timed_requests(server, "h", REQUESTS)
-    receiver.wait_for(REQUESTS + 5, timeout=10)  # healthy: all delivered (/health is excluded)
-    row.fault(receiver)
-    faulty = timed_requests(server, "f", REQUESTS)
-    time.sleep(0.5)  # let the sender meet the fault
-    rss = worker_rss_kb(server)
-    code = server.stop(timeout=SHUTDOWN_TIMEOUT + 15)
-    receiver.healthy()
+    # The latency baseline is a twin server (same app and settings, its own healthy
+    # receiver and store) asked in alternation with the faulty one: a slow patch of the
+    # machine then hits both sides of the ratio alike, which sequential phases did not.
+    twin_receiver = SegmentReceiver(WRITE_KEY).__enter__()
+    twin_dir = tmp_path / "twin"
+    twin_dir.mkdir()
+    twin_env = {
+        **env,
+        "SEGMENT_HOST": twin_receiver.url,
+        "SEGMENT_LOCAL_STORE": str(twin_dir / "spool.sqlite3"),
+        "TEST_TMP": str(twin_dir),
+    }
+    try:
+        server = gunicorn("shop.wsgi:application", env, "--workers", "1", chdir=EXAMPLE)
+        server_box.append(server)
+        twin = gunicorn("shop.wsgi:application", twin_env, "--workers", "1", chdir=EXAMPLE)
+        server_box.append(twin)
+        server.wait_ready()
+        twin.wait_ready()
+        timed_requests(server, "w", 5)  # warm up
+        timed_requests(twin, "w", 5)
+        timed_requests(server, "h", 10)
+        receiver.wait_for(15, timeout=10)  # healthy: all delivered (/health is excluded)
+        row.fault(receiver)
+        healthy: list[float] = []
+        faulty: list[float] = []
+        for i in range(REQUESTS):
+            healthy += timed_requests(twin, "t", 1, first=i)
+            faulty += timed_requests(server, "f", 1, first=i)
+        time.sleep(0.5)  # let the sender meet the fault
+        rss = worker_rss_kb(server)
+        code = server.stop(timeout=SHUTDOWN_TIMEOUT + 15)
+        twin.stop(timeout=SHUTDOWN_TIMEOUT + 15)
+        receiver.healthy()
+    finally:
+        twin_receiver.__exit__(None, None, None)
 
     assert code == 0
     assert server.exit_seconds is not None and server.exit_seconds < SHUTDOWN_TIMEOUT + 3, server.output()
