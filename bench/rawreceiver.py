@@ -22,13 +22,12 @@ import collections
 import gzip
 import http.server
 import json
-import signal
 import socket
 import sys
 import threading
-import time
-import types
 from typing import Any
+
+from segment_middleware.testing import exit_signal_event, wait_for_signal
 
 OK = b'{"success":true}'
 
@@ -97,22 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detail", action="store_true", help="also count types, messageIds, paths")
     args = parser.parse_args(argv)
 
-    done = threading.Event()
-
-    def on_signal(signum: int, frame: types.FrameType | None) -> None:
-        done.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    done = exit_signal_event()
     server = _Server(args.port, args.write_key)
     server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
     thread.start()
     print(f"listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
-    deadline = None if args.max_seconds is None else time.monotonic() + args.max_seconds
-    while not done.wait(0.2):
-        if deadline is not None and time.monotonic() >= deadline:
-            break
+    wait_for_signal(args.max_seconds, done)
     server.shutdown()
     server.server_close()
     with server.lock:

@@ -553,12 +553,15 @@ def auto_page_texts(
     object and its dicts (about a third of the encoding time). Otherwise (a view already
     sent a message, or query properties or consent are wanted) the shared parts are used.
     """
-    if facts.built is not None or facts.consent is not None or type(facts.path) is not str:
+    if (
+        facts.built is not None
+        or facts.consent is not None
+        or type(facts.path) is not str
+        or (settings.include_query_params and facts.query)
+    ):
         return page_properties_json(facts, settings, status, title), context_json(facts, settings)
     words = _redact_words(settings.redact_query_params)
-    _, search_json, pairs, _, campaign_json = _parsed(facts.query, words)
-    if settings.include_query_params and pairs:
-        return page_properties_json(facts, settings, status, title), context_json(facts, settings)
+    _, search_json, _, _, campaign_json = _parsed(facts.query, words)
     origin = f"{facts.scheme}://{facts.host}"
     referrer = redact_url(facts.referrer, words) if facts.referrer else ""
     page = _page_members(facts.path, origin, "", referrer, search_json)

@@ -44,7 +44,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["ReceivedRequest", "SegmentReceiver", "main"]
+__all__ = ["ReceivedRequest", "SegmentReceiver", "exit_signal_event", "main", "wait_for_signal"]
 
 #: Segment rejects batch requests larger than 500 KB with a 400; we model the same limit so that a
 #: batching bug in our code fails in tests rather than in production.
@@ -816,6 +816,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    done = exit_signal_event()
+    receiver = SegmentReceiver(write_key=args.write_key, port=args.port).start()
+    print(f"listening on {receiver.url}", flush=True)
+    try:
+        wait_for_signal(args.max_seconds, done)
+    finally:
+        receiver.stop()
+    summary = {"requests": len(receiver.requests), "messages": len(receiver.messages)}
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+def exit_signal_event() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (installed before the server announces itself, so
+    a script that signals as soon as it reads the address is never too early)."""
     done = threading.Event()
 
     def on_signal(signum: int, frame: types.FrameType | None) -> None:
@@ -823,20 +838,18 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    return done
 
-    receiver = SegmentReceiver(write_key=args.write_key, port=args.port).start()
-    print(f"listening on {receiver.url}", flush=True)
-    deadline = None if args.max_seconds is None else time.monotonic() + args.max_seconds
-    try:
-        # Short bounded waits so the signal handler gets to run promptly and --max-seconds is honoured.
-        while not done.wait(0.2):
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-    finally:
-        receiver.stop()
-    summary = {"requests": len(receiver.requests), "messages": len(receiver.messages)}
-    print(json.dumps(summary), flush=True)
-    return 0
+
+def wait_for_signal(max_seconds: float | None, done: threading.Event | None = None) -> None:
+    """Block until SIGTERM/SIGINT (``done``, from the handlers) or ``max_seconds`` passed:
+    the life of a receiver run as a script."""
+    done = done if done is not None else exit_signal_event()
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
+    # Short bounded waits so the signal handler gets to run promptly and max_seconds is honoured.
+    while not done.wait(0.2):
+        if deadline is not None and time.monotonic() >= deadline:
+            return
 
 
 if __name__ == "__main__":

@@ -327,3 +327,17 @@ def test_a_small_queue_wakes_the_sender_at_half_full(receiver: SegmentReceiver, 
     assert len(receiver.wait_for(20, timeout=10)) == 20
     assert rt.delivery.stats()["dropped"] == 0
     rt.delivery.shutdown(2)
+
+
+def test_flush_interval_bounds_the_wait_under_the_wake_mark(
+    receiver: SegmentReceiver, store_path: str
+) -> None:
+    """Fewer messages than the wake mark still leave within about FLUSH_INTERVAL, unflushed."""
+    rt = runtime(receiver, store_path, flush_interval=0.3, flush_at=100)
+    tracker = rt.tracker(user_id="u")
+    started = time.monotonic()
+    for i in range(30):
+        tracker.track("Queued", {"i": i})
+    assert len(receiver.wait_for(30, timeout=5)) == 30
+    assert time.monotonic() - started < 2.0
+    rt.delivery.shutdown(2)

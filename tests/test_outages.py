@@ -29,7 +29,7 @@ from segment_middleware.testing import SegmentReceiver
 
 EXAMPLE = ROOT / "example_django"
 SHUTDOWN_TIMEOUT = 3.0
-REQUESTS = 80  # per phase: enough that a VM hiccup of ~100 ms cannot move a phase median
+REQUESTS = 80  # faulty requests per row, each paired with one to the healthy twin
 
 
 @dataclass
@@ -122,16 +122,15 @@ def test_outage_row(
     # The latency baseline is a twin server (same app and settings, its own healthy
     # receiver and store) asked in alternation with the faulty one: a slow patch of the
     # machine then hits both sides of the ratio alike, which sequential phases did not.
-    twin_receiver = SegmentReceiver(WRITE_KEY).__enter__()
     twin_dir = tmp_path / "twin"
     twin_dir.mkdir()
-    twin_env = {
-        **env,
-        "SEGMENT_HOST": twin_receiver.url,
-        "SEGMENT_LOCAL_STORE": str(twin_dir / "spool.sqlite3"),
-        "TEST_TMP": str(twin_dir),
-    }
-    try:
+    with SegmentReceiver(WRITE_KEY) as twin_receiver:
+        twin_env = {
+            **env,
+            "SEGMENT_HOST": twin_receiver.url,
+            "SEGMENT_LOCAL_STORE": str(twin_dir / "spool.sqlite3"),
+            "TEST_TMP": str(twin_dir),
+        }
         server = gunicorn("shop.wsgi:application", env, "--workers", "1", chdir=EXAMPLE)
         server_box.append(server)
         twin = gunicorn("shop.wsgi:application", twin_env, "--workers", "1", chdir=EXAMPLE)
@@ -153,8 +152,6 @@ def test_outage_row(
         code = server.stop(timeout=SHUTDOWN_TIMEOUT + 15)
         twin.stop(timeout=SHUTDOWN_TIMEOUT + 15)
         receiver.healthy()
-    finally:
-        twin_receiver.__exit__(None, None, None)
 
     assert code == 0
     assert server.exit_seconds is not None and server.exit_seconds < SHUTDOWN_TIMEOUT + 3, server.output()
