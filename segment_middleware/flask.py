@@ -8,6 +8,7 @@ streamed body is sent), or in ``teardown_request`` with 500 when the view raised
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -42,7 +43,7 @@ def flask_user_id(app: Flask) -> Any:
         if _login_user is not None and getattr(app, "login_manager", None) is not None:
             user = _login_user._get_current_object()  # one proxy hop, not one per attribute
             return user.get_id() if user is not None and user.is_authenticated else None
-        user = g.get("user")
+        user = _g().get("user")
         if user is None:
             return None
         return user.get("id") if isinstance(user, dict) else getattr(user, "id", None)
@@ -83,33 +84,42 @@ class Segment:
 class _AppHooks:
     """The three request hooks, bound to one app's runtime.
 
-    Each hook resolves Flask's ``request`` and ``g`` proxies once: every proxy attribute
-    access is a context-variable lookup, and they add up on a hello-world request.
+    Each hook finds Flask's request and ``g`` through the context variables behind the
+    ``request`` and ``g`` proxies, once: every proxy attribute access is several Python
+    calls inside werkzeug, and they add up on a hello-world request.
     """
 
     def __init__(self, app: Flask, runtime: Runtime) -> None:
         self.runtime = runtime
         self.id_key = header_key(runtime.settings.anonymous_id_header)
-        self._lookup = flask_user_id(app)
+        self._getter = runtime.settings.user_id or flask_user_id(app)
 
     def user_id(self, req: Any) -> str | None:
-        return self.runtime.user_id_for(req, self._lookup)
+        """USER_ID, else Flask-Login / ``g.user``; never raises."""
+        try:
+            value = self._getter(req)
+        except Exception as exc:
+            log.warning("segment: USER_ID raised %s; ignoring it for this request", type(exc).__name__)
+            return None
+        return None if value is None or value == "" else str(value)
 
     def before(self) -> None:
         req = _request()
         try:
-            tracker = begin_environ(self.runtime, req.environ, req, self.id_key, lambda: self.user_id(req))
+            tracker = begin_environ(
+                self.runtime, req.environ, req, self.id_key, functools.partial(self.user_id, req)
+            )
         except Exception:  # never break the host app
             log.exception("segment: could not start tracking this request")
             tracker = Tracker(None, enabled=False)
         req.segment = tracker
-        g.segment = tracker
-        # The state rides on the request object: one proxy lookup per hook finds it all.
-        setattr(req, _STATE, [tracker, _current.set(tracker), False])
+        _g().segment = tracker
+        # The state rides on the request object: one lookup per hook finds it all.
+        req.__dict__[_STATE] = [tracker, _current.set(tracker), False]
 
     def after(self, response: Any) -> Any:
         req = _request()
-        state = getattr(req, _STATE, None)
+        state = req.__dict__.get(_STATE)
         if state is not None and not state[2]:
             state[2] = True
             self._end(req, state[0], response.status_code, response)
@@ -147,8 +157,22 @@ class _AppHooks:
             log.exception("segment: could not finish tracking this request")
 
 
-def _request() -> Any:
-    return request._get_current_object()  # type: ignore[attr-defined]
+try:  # Flask 2.2+: the context variables behind the request and g proxies
+    from flask.globals import _cv_app, _cv_request
+
+    def _request() -> Any:
+        return _cv_request.get().request
+
+    def _g() -> Any:
+        return _cv_app.get().g
+
+except ImportError:  # pragma: no cover - a Flask without them: the proxies
+
+    def _request() -> Any:
+        return request._get_current_object()  # type: ignore[attr-defined]
+
+    def _g() -> Any:
+        return g._get_current_object()  # type: ignore[attr-defined]
 
 
 def _connect_login_signal(app: Flask) -> None:

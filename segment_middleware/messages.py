@@ -23,7 +23,7 @@ from typing import Any
 from ._fastjson import dumps, js
 from .context import (
     RequestFacts,
-    auto_page_texts,
+    auto_page_json,
     build_context,
     context_json,
     page_properties,
@@ -36,6 +36,7 @@ Item = tuple[dict[str, Any], "RequestFacts | None", float, "tuple[int | None, st
 
 
 _second: tuple[int, str] = (-1, "")
+_MILLIS = [f".{ms:03d}Z" for ms in range(1000)]  # a table lookup, not a format spec per message
 
 
 def iso_timestamp(ts: float) -> str:
@@ -45,26 +46,35 @@ def iso_timestamp(ts: float) -> str:
     cached = _second
     if cached[0] != whole:
         cached = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
-    return f"{cached[1]}.{int((ts - whole) * 1000):03d}Z"
+    return cached[1] + _MILLIS[int((ts - whole) * 1000)]
 
 
-_ID_BLOCK = 64  # ids drawn from one os.urandom() call
+_ID_BLOCK = 64  # ids made from one os.urandom() call
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}  # RFC 4122 variant nibble
 _random_hex: list[str] = []
 
 
-def message_id() -> str:
-    """A random (version 4) UUID string, without building a ``uuid.UUID`` object.
+def _id_block() -> list[str]:
+    """``_ID_BLOCK`` random (version 4) UUID strings, without ``uuid.UUID`` objects: one
+    system call and one list comprehension, ~6x fewer instructions per id than formatting
+    each id in its own call."""
+    h = os.urandom(16 * _ID_BLOCK).hex()
+    v = _VARIANT
+    return [
+        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-4{h[i + 13 : i + 16]}"
+        f"-{v[h[i + 16]]}{h[i + 17 : i + 20]}-{h[i + 20 : i + 32]}"
+        for i in range(0, 32 * _ID_BLOCK, 32)
+    ]
 
-    Randomness is read from ``os.urandom`` 64 ids at a time (one system call instead of 64).
-    The unused rest is forgotten in a forked child, so parent and child never share an id.
-    """
+
+def message_id() -> str:
+    """A random (version 4) UUID string. The unused rest of a block is forgotten in a
+    forked child, so parent and child never share an id."""
     try:
-        h = _random_hex.pop()
+        return _random_hex.pop()
     except IndexError:
-        blob = os.urandom(16 * _ID_BLOCK).hex()
-        _random_hex.extend([blob[i : i + 32] for i in range(32, 32 * _ID_BLOCK, 32)])
-        h = blob[:32]
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+        _random_hex.extend(_id_block())
+        return _random_hex.pop()
 
 
 os.register_at_fork(after_in_child=_random_hex.clear)
@@ -112,7 +122,9 @@ def encode(item: Item, settings: Any) -> tuple[dict[str, Any], str] | None:
     if page is not None and facts is not None and not settings.integrations:
         keys = msg.keys()
         if keys in (_AUTO_PAGE, _AUTO_PAGE_USER):
-            return _auto_page(msg, facts, ts, page, settings)
+            done = _auto_page(msg, facts, ts, page, settings)
+            if done is not None:
+                return done
     tail: list[str] = []
     if page is not None and facts is not None:
         msg.pop("properties", None)
@@ -143,33 +155,20 @@ _AUTO_PAGE_USER = frozenset(("type", "name", "anonymousId", "userId"))
 
 def _auto_page(
     msg: dict[str, Any], facts: RequestFacts, ts: float, page: tuple[int | None, str | None], settings: Any
-) -> tuple[dict[str, Any], str]:
+) -> tuple[dict[str, Any], str] | None:
     """``encode`` for the one message every tracked request sends: no dict serialized at all."""
-    parts = [
-        '{"type":',
-        js(msg["type"]),
-        ',"name":',
-        js(msg["name"]),
-        ',"anonymousId":',
-        js(msg["anonymousId"]),
-    ]
+    head = f'{{"type":{js(msg["type"])},"name":{js(msg["name"])},"anonymousId":{js(msg["anonymousId"])}'
     if "userId" in msg:
-        parts += (',"userId":', js(msg["userId"]))
-    props, context = auto_page_texts(facts, settings, page[0], page[1])
-    msg["timestamp"] = stamp = iso_timestamp(ts)
-    msg["messageId"] = mid = message_id()
-    parts += (
-        ',"properties":',
-        props,
-        ',"context":',
-        context,
-        ',"timestamp":"',
-        stamp,
-        '","messageId":"',
-        mid,
-        '"}',
-    )
-    return msg, "".join(parts)
+        head += ',"userId":' + js(msg["userId"])
+    stamp = iso_timestamp(ts)
+    mid = message_id()
+    tail = f',"timestamp":"{stamp}","messageId":"{mid}"}}'
+    text = auto_page_json(head, facts, settings, page[0], page[1], tail)
+    if text is None:
+        return None
+    msg["timestamp"] = stamp
+    msg["messageId"] = mid
+    return msg, text
 
 
 def _dumps_context(facts: RequestFacts | None, settings: Any, own: dict[str, Any]) -> str:

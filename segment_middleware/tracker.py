@@ -78,7 +78,6 @@ class Tracker:
     def __init__(
         self,
         sink: Sink | None,
-        *,
         user_id: Any = None,
         anonymous_id: str | None = None,
         facts: RequestFacts | None = None,
@@ -108,22 +107,6 @@ class Tracker:
     def settled_user_id(self) -> str | None:
         """The userId if identify() set it or it was already looked up; no lookup now."""
         return None if self._user_id is _UNSET else self._user_id  # type: ignore[no-any-return]
-
-    def ended(self, user_id: str | None) -> str | None:
-        """The request is over: the userId of its page call (the adapter's fresh lookup,
-        else identify()'s), kept for calls made later (a streamed body).
-
-        It also drops the resolver, which refers to the framework's request:
-        ``request.segment -> tracker -> resolver -> request`` is a reference cycle, and it
-        would leave every request's whole object graph (~20 containers) to the garbage
-        collector instead of reference counting: a collection every ~40 requests, about
-        10 µs per request on average, measured on Django.
-        """
-        uid = user_id if user_id is not None else self.settled_user_id()
-        if self._user_id is _UNSET:
-            self._user_id = uid
-        self._user_resolver = None
-        return uid
 
     @property
     def anonymous_id(self) -> str | None:

@@ -157,6 +157,52 @@ def test_excluded_path_sends_nothing_and_sets_no_cookie(segment: SegmentReceiver
     assert [m["properties"]["path"] for m in segment.messages] == ["/"]
 
 
+USER_ID_CALLS: list[str] = []
+
+
+def counting_user_id(request: Any) -> str:
+    USER_ID_CALLS.append(request.path)
+    return "u-42"
+
+
+def test_untracked_requests_never_look_up_the_user(receiver: SegmentReceiver, store_path: str) -> None:
+    """An excluded path or an opted-out visitor must not cost an auth lookup (with
+    sessions that is a cookie decode and a user query)."""
+    config = {"WRITE_KEY": WRITE_KEY, "HOST": receiver.url, "LOCAL_STORE": store_path}
+    with override_settings(SEGMENT={**config, "USER_ID": counting_user_id}):
+        conf.reset()
+        USER_ID_CALLS.clear()
+        try:
+            assert Client().get("/health").status_code == 200
+            assert Client().get("/", HTTP_SEC_GPC="1").status_code == 200
+            assert USER_ID_CALLS == []
+            assert Client().get("/").status_code == 200
+            assert USER_ID_CALLS == ["/"]
+            (msg,) = flushed(receiver, 1)
+            assert msg["userId"] == "u-42"
+        finally:
+            segment_middleware.flush(5)
+            conf.reset()
+
+
+@pytest.mark.parametrize(
+    ("proxy_setting", "expected"),
+    [(None, "http://testserver/"), (("HTTP_X_FORWARDED_PROTO", "https"), "https://testserver/")],
+)
+def test_page_url_scheme_follows_secure_proxy_ssl_header(
+    segment: SegmentReceiver, proxy_setting: tuple[str, str] | None, expected: str
+) -> None:
+    """The scheme comes from the WSGI server unless SECURE_PROXY_SSL_HEADER says to trust
+    the proxy, exactly as request.scheme would say; the new visitor's cookie is Secure then."""
+    with override_settings(SECURE_PROXY_SSL_HEADER=proxy_setting):
+        response = Client().get("/", HTTP_X_FORWARDED_PROTO="https")
+    assert response.status_code == 200
+    assert bool(response.cookies["ajs_anonymous_id"]["secure"]) == expected.startswith("https")
+    (msg,) = flushed(segment, 1)
+    assert msg["properties"]["url"] == expected
+    assert msg["context"]["page"]["url"] == expected
+
+
 @pytest.mark.parametrize("header", [{"HTTP_SEC_GPC": "1"}])
 def test_gpc_opt_out_is_untracked_but_views_still_work(segment: SegmentReceiver, header: dict) -> None:
     response = Client(**header).get("/products/x/")
