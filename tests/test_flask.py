@@ -322,3 +322,50 @@ def test_jinja_global_renders_the_snippet(
     Segment(bare)
     with bare.test_request_context("/"):
         assert "<script" not in flask.render_template_string("{{ segment_snippet() }}")
+
+
+def test_current_is_the_request_tracker_and_none_after_each_kind_of_response(
+    receiver: SegmentReceiver, tmp_path: Path, apps: list[Flask]
+) -> None:
+    """current() is the request's tracker in the view, and None again once the response
+    is done, a streamed body closed, or the view's error re-raised (the test client runs
+    the app in this thread, so a tracker left behind would show here)."""
+    app = make_app(receiver, tmp_path)
+    apps.append(app)
+    Segment(app)
+    seen: dict[str, Any] = {}
+
+    @app.get("/plain")
+    def plain() -> str:
+        seen["plain"] = segment_middleware.current() is request.segment  # type: ignore[attr-defined]
+        return "ok"
+
+    @app.get("/stream")
+    def stream() -> Any:
+        seen["stream"] = segment_middleware.current() is request.segment  # type: ignore[attr-defined]
+
+        def chunks() -> Iterator[str]:
+            yield "a"
+
+        return flask.Response(stream_with_context(chunks()))
+
+    @app.get("/boom")
+    def boom() -> str:
+        seen["boom"] = segment_middleware.current() is request.segment  # type: ignore[attr-defined]
+        raise LookupError("the view's error")
+
+    client = app.test_client()
+    assert segment_middleware.current() is None
+    assert client.get("/plain").data == b"ok"
+    assert segment_middleware.current() is None
+    response = client.get("/stream", buffered=False)
+    assert b"".join(response.response) == b"a"
+    response.close()
+    assert segment_middleware.current() is None
+    app.testing = True
+    with pytest.raises(LookupError):
+        client.get("/boom")
+    assert segment_middleware.current() is None
+    assert seen == {"plain": True, "stream": True, "boom": True}
+    statuses = sorted(m["properties"]["status"] for m in pages(delivered(app, receiver)))
+    assert statuses == [200, 200, 500]
