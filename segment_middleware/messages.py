@@ -119,12 +119,12 @@ def encode(item: Item, settings: Any) -> tuple[dict[str, Any], str] | None:
         full = finalize(item, settings)
         return None if full is None else (full, dumps(full))
     msg, facts, ts, page = item
+    # ``page`` is set only on the request's own page call (Runtime.end), whose message
+    # holds type, name, anonymousId and maybe userId: nothing else to serialize.
     if page is not None and facts is not None and not settings.integrations:
-        keys = msg.keys()
-        if keys in (_AUTO_PAGE, _AUTO_PAGE_USER):
-            done = _auto_page(msg, facts, ts, page, settings)
-            if done is not None:
-                return done
+        done = _auto_page(msg, facts, ts, page, settings)
+        if done is not None:
+            return done
     tail: list[str] = []
     if page is not None and facts is not None:
         msg.pop("properties", None)
@@ -146,11 +146,6 @@ def encode(item: Item, settings: Any) -> tuple[dict[str, Any], str] | None:
     if len(head) > 2:
         return msg, head[:-1] + "".join(tail)
     return msg, "{" + "".join(tail)[1:]
-
-
-# The request's own page call as ``core.Runtime.end`` queues it.
-_AUTO_PAGE = frozenset(("type", "name", "anonymousId"))
-_AUTO_PAGE_USER = frozenset(("type", "name", "anonymousId", "userId"))
 
 
 def _auto_page(
