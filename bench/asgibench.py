@@ -160,11 +160,20 @@ class Sink:
 
 
 async def run_batch(app: Any, scopes: list[dict[str, Any]], times: list[int] | None) -> int:
-    """Await ``app`` once per scope; per-request ns into ``times``; returns total ns."""
+    """Await ``app`` once per scope; per-request ns into ``times``; returns total ns.
+
+    Each scope is dropped from ``scopes`` as it is used (the list is emptied), as a server
+    drops a request's scope: kept, 3,000 scopes and whatever a middleware hung on them
+    (ours: the request's tracker in ``scope["state"]``) stayed alive for the whole round,
+    for the garbage collector to scan again and again, a cost no server has.
+    """
     sink = Sink()
     pc = time.perf_counter_ns
+    scopes.reverse()
+    pop = scopes.pop
     start = pc()
-    for sc in scopes:
+    while scopes:
+        sc = pop()
         t0 = pc()
         sink.status = 0
         await app(sc, receive, sink)

@@ -384,20 +384,22 @@ def _ip(value: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | No
         return None
 
 
-def client_ip(facts: RequestFacts, trusted: tuple[str, ...], anonymize: bool) -> str | None:
+def client_ip(
+    remote_addr: str | None, forwarded_for: str | None, trusted: tuple[str, ...], anonymize: bool
+) -> str | None:
     """The client address; X-Forwarded-For is believed only when the peer is a trusted proxy.
 
     Walking the list from the right and skipping trusted hops means a visitor cannot
     spoof their address by sending their own X-Forwarded-For.
     """
     if not trusted and not anonymize:
-        return facts.remote_addr or None  # the server's own peer address: nothing to parse
-    peer = _ip(facts.remote_addr)
+        return remote_addr or None  # the server's own peer address: nothing to parse
+    peer = _ip(remote_addr)
     address = peer
-    if peer is not None and trusted and facts.forwarded_for:
+    if peer is not None and trusted and forwarded_for:
         nets = _networks(trusted)
         if any(peer in net for net in nets):
-            for hop in reversed(facts.forwarded_for.split(",")):
+            for hop in reversed(forwarded_for.split(",")):
                 candidate = _ip(hop)
                 if candidate is None:
                     break
@@ -473,7 +475,7 @@ def build(facts: RequestFacts, settings: Any) -> _Built:
     origin = f"{facts.scheme}://{facts.host}"
     url = f"{origin}{path}{search}"
     referrer = redact_url(facts.referrer, words) if facts.referrer else ""
-    ip = client_ip(facts, settings.trusted_proxies, settings.anonymize_ip)
+    ip = client_ip(facts.remote_addr, facts.forwarded_for, settings.trusted_proxies, settings.anonymize_ip)
     loc = locale(facts.accept_language) if facts.accept_language else None
     consent = {"categoryPreferences": dict(facts.consent)} if facts.consent is not None else None
     built = facts.built = _Built(
@@ -551,38 +553,46 @@ def page_properties_json(facts: RequestFacts, settings: Any, status: int | None,
 
 
 def auto_page_json(
-    head: str, facts: RequestFacts, settings: Any, status: int | None, title: str | None, tail: str
+    head: str,
+    tail: str,
+    settings: Any,
+    status: int | None,
+    title: str | None,
+    method: str,
+    scheme: str,
+    host: str,
+    path: str,
+    query: str,
+    referrer: str | None,
+    user_agent: str | None,
+    accept_language: str | None,
+    remote_addr: str | None,
+    forwarded_for: str | None,
 ) -> str | None:
-    """A request's automatic page call as JSON text: ``head`` (the message's own members,
-    opening brace included), ``properties``, ``context``, then ``tail`` (its remaining
-    members, closing brace included). None when the shared-parts path must be used.
+    """A request's automatic page call as JSON text, from the request's raw facts:
+    ``head`` (the message's own members, opening brace included), ``properties``,
+    ``context``, then ``tail`` (its remaining members, closing brace included). None when
+    the path is not a string (the dict path then reports it).
 
-    Usually the page call is the request's only message, so nothing else will share the
-    derived parts: they go straight into the text, without the per-request ``_Built``
-    object and its dicts. The same JSON as :func:`page_properties_json` and
-    :func:`context_json` (``tests/test_wire_equivalence.py``). Written as one function
-    with the recurring-value cache read inline: it runs once per tracked request on the
-    sender thread, and each helper call costs about as much as the lookup it wraps.
+    For the page call that is a request's only message (``messages.page_item``): nothing
+    else shares the derived parts, so they go straight into the text, without the
+    per-request ``_Built`` object and its dicts. The same JSON as
+    :func:`page_properties_json` and :func:`context_json` (``tests/test_wire_equivalence.py``).
+    Written as one function with the recurring-value cache read inline: it runs once per
+    tracked request on the sender thread, and each helper call costs about as much as the
+    lookup it wraps.
     """
-    path = facts.path
-    if (
-        facts.built is not None
-        or facts.consent is not None
-        or type(path) is not str
-        or (settings.include_query_params and facts.query)
-    ):
+    if type(path) is not str:
         return None
     recurring = _recurring
     words = _redact_words(settings.redact_query_params)
-    query = facts.query
     if query:
         _, search_json, _, _, campaign_json = _parsed(query, words)
     else:
         search_json, campaign_json = '""', ""
-    origin = f"{facts.scheme}://{facts.host}"
+    origin = f"{scheme}://{host}"
     origin_text = recurring.get(origin) or _recurring_js(origin)
     path_text = recurring.get(path) or _recurring_js(path)
-    referrer = facts.referrer
     if referrer:
         referrer = redact_url(referrer, words)
         referrer_text = recurring.get(referrer) or _recurring_js(referrer)
@@ -593,7 +603,6 @@ def auto_page_json(
         f'"path":{path_text},"url":{origin_text[:-1]}{path_text[1:-1]}{search_json[1:]}'
         f',"referrer":{referrer_text},"search":{search_json}'
     )
-    method = facts.method
     parts = [
         head,
         ',"properties":{',
@@ -607,17 +616,15 @@ def auto_page_json(
         parts += (',"title":', js(title))
     parts += ('},"context":{"library":', _LIBRARY_JSON, ',"page":{', page, "}")
     if settings.trusted_proxies or settings.anonymize_ip:
-        ip = client_ip(facts, settings.trusted_proxies, settings.anonymize_ip)
+        ip = client_ip(remote_addr, forwarded_for, settings.trusted_proxies, settings.anonymize_ip)
     else:
-        ip = facts.remote_addr
+        ip = remote_addr
     if ip:
         parts += (',"ip":', js(ip))
-    agent = facts.user_agent
-    if agent:
-        parts += (',"userAgent":', recurring.get(agent) or _recurring_js(agent))
-    language = facts.accept_language
-    if language:
-        loc = locale(language)
+    if user_agent:
+        parts += (',"userAgent":', recurring.get(user_agent) or _recurring_js(user_agent))
+    if accept_language:
+        loc = locale(accept_language)
         if loc:
             parts += (',"locale":', js(loc))
     if campaign_json:

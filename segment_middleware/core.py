@@ -17,6 +17,7 @@ from .context import RequestFacts
 from .delivery import Delivery, shutdown_all
 from .identity import CookieSpec, cookie_spec, cookie_value, new_anonymous_id, parse_anonymous_id
 from .lifecycle import install_exit_flush
+from .messages import page_item
 from .settings import Settings
 from .tracker import _UNSET, Tracker
 
@@ -136,14 +137,15 @@ class Runtime:
         # counting (a collection every ~40 requests, ~10 us per request on average, measured
         # on Django). The request is over, so the tracker lets go of it.
         tracker._user_resolver = None
-        msg: dict[str, Any] = {
-            "type": "page",
-            "name": route or facts.path,
-            "anonymousId": tracker._anonymous_id,
-        }
-        if uid is not None:
-            msg["userId"] = uid
-        self._put((msg, facts, time.time(), (status, tracker.title)))
+        ts = time.time()
+        name = route or facts.path
+        item = page_item(facts, self.settings, ts, status, tracker.title, name, tracker._anonymous_id, uid)
+        if item is None:
+            msg: dict[str, Any] = {"type": "page", "name": name, "anonymousId": tracker._anonymous_id}
+            if uid is not None:
+                msg["userId"] = uid
+            item = (msg, facts, ts, (status, tracker.title))
+        self._put(item)
         if tracker.new_visitor and self.settings.set_cookie:
             s = self.settings
             return cookie_spec(

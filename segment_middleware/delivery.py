@@ -293,7 +293,8 @@ class Delivery:
                     continue
                 msg, text = done
             except Exception as exc:
-                log.error("segment: could not build a %s message: %s", item[0].get("type"), exc)
+                kind = "page" if item[0] is None else item[0].get("type")  # see messages.page_item
+                log.error("segment: could not build a %s message: %s", kind, exc)
                 self._count("failed", 1)
                 continue
             if len(text) > MAX_MESSAGE_BYTES:

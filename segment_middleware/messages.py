@@ -30,9 +30,11 @@ from .context import (
     page_properties_json,
 )
 
-__all__ = ["Item", "encode", "finalize", "iso_timestamp"]
+__all__ = ["Item", "encode", "finalize", "iso_timestamp", "page_item"]
 
-Item = tuple[dict[str, Any], "RequestFacts | None", float, "tuple[int | None, str | None] | None"]
+#: ``(message, facts, timestamp, page)``, or a request's own page call as :func:`page_item`
+#: makes it (first member None).
+Item = tuple[Any, ...]
 
 
 _second: tuple[int, str] = (-1, "")
@@ -82,7 +84,7 @@ os.register_at_fork(after_in_child=_random_hex.clear)
 
 def finalize(item: Item, settings: Any) -> dict[str, Any] | None:
     """The complete wire message, or None when a before_send hook dropped it."""
-    msg, facts, ts, page = item
+    msg, facts, ts, page = item if item[0] is not None else _unflattened(item)
     if page is not None and facts is not None:
         msg["properties"] = page_properties(facts, settings, page[0], page[1])
     own = msg.get("context")
@@ -115,16 +117,16 @@ def encode(item: Item, settings: Any) -> tuple[dict[str, Any], str] | None:
     Without hooks the returned message dict is only what the store and the logs need
     (type, name/event, ids, timestamp, messageId); the text is the whole message.
     """
+    if item[0] is None:
+        if not settings.before_send and not settings.integrations:
+            done = _page_text(item, settings)
+            if done is not None:
+                return done
+        item = _unflattened(item)
     if settings.before_send:
         full = finalize(item, settings)
         return None if full is None else (full, dumps(full))
     msg, facts, ts, page = item
-    # ``page`` is set only on the request's own page call (Runtime.end), whose message
-    # holds type, name, anonymousId and maybe userId: nothing else to serialize.
-    if page is not None and facts is not None and not settings.integrations:
-        done = _auto_page(msg, facts, ts, page, settings)
-        if done is not None:
-            return done
     tail: list[str] = []
     if page is not None and facts is not None:
         msg.pop("properties", None)
@@ -148,17 +150,73 @@ def encode(item: Item, settings: Any) -> tuple[dict[str, Any], str] | None:
     return msg, "{" + "".join(tail)[1:]
 
 
-def _auto_page(
-    msg: dict[str, Any], facts: RequestFacts, ts: float, page: tuple[int | None, str | None], settings: Any
-) -> tuple[dict[str, Any], str] | None:
-    """``encode`` for the one message every tracked request sends: no dict serialized at all."""
-    head = f'{{"type":{js(msg["type"])},"name":{js(msg["name"])},"anonymousId":{js(msg["anonymousId"])}'
-    if "userId" in msg:
-        head += ',"userId":' + js(msg["userId"])
-    stamp = iso_timestamp(ts)
+def page_item(
+    facts: RequestFacts,
+    settings: Any,
+    ts: float,
+    status: int | None,
+    title: str | None,
+    name: str,
+    anonymous_id: str | None,
+    user_id: str | None,
+) -> Item | None:
+    """The queue item for a request's own page call when it is the only user of its facts:
+    a flat tuple of strings, or None where the shared-parts path is needed (a view already
+    sent a message, consent, query properties, hooks, integrations).
+
+    Flat, because a queued item lives until the sender's next batch (up to ten batches
+    under load), long enough to be scanned and promoted by the cyclic garbage collector:
+    a message dict, a facts object and two tuples were four tracked containers per
+    request, while a tuple of strings is untracked at the collector's first look.
+    """
+    if (
+        facts.built is not None
+        or facts.consent is not None
+        or settings.before_send
+        or settings.integrations
+        or (settings.include_query_params and facts.query)
+    ):
+        return None
+    return (
+        None,
+        ts,
+        status,
+        title,
+        name,
+        anonymous_id,
+        user_id,
+        facts.method,
+        facts.scheme,
+        facts.host,
+        facts.path,
+        facts.query,
+        facts.referrer,
+        facts.user_agent,
+        facts.accept_language,
+        facts.remote_addr,
+        facts.forwarded_for,
+    )
+
+
+def _unflattened(item: Item) -> Item:
+    """A :func:`page_item` as ``(message, facts, timestamp, page)``."""
+    msg: dict[str, Any] = {"type": "page", "name": item[4], "anonymousId": item[5]}
+    if item[6] is not None:
+        msg["userId"] = item[6]
+    return (msg, RequestFacts(*item[7:]), item[1], (item[2], item[3]))
+
+
+def _page_text(item: Item, settings: Any) -> tuple[dict[str, Any], str] | None:
+    """``encode`` for a :func:`page_item`: no dict serialized at all."""
+    msg: dict[str, Any] = {"type": "page", "name": item[4], "anonymousId": item[5]}
+    head = f'{{"type":"page","name":{js(item[4])},"anonymousId":{js(item[5])}'
+    if item[6] is not None:
+        msg["userId"] = item[6]
+        head += ',"userId":' + js(item[6])
+    stamp = iso_timestamp(item[1])
     mid = message_id()
     tail = f',"timestamp":"{stamp}","messageId":"{mid}"}}'
-    text = auto_page_json(head, facts, settings, page[0], page[1], tail)
+    text = auto_page_json(head, tail, settings, item[2], item[3], *item[7:])
     if text is None:
         return None
     msg["timestamp"] = stamp

@@ -515,7 +515,7 @@ def test_client_ip(
     remote: str | None, xff: str | None, trusted: tuple[str, ...], anonymize: bool, expected: str | None
 ) -> None:
     f = facts(remote_addr=remote, forwarded_for=xff)
-    assert client_ip(f, trusted, anonymize) == expected
+    assert client_ip(f.remote_addr, f.forwarded_for, trusted, anonymize) == expected
 
 
 @QUICK
@@ -524,9 +524,9 @@ def test_visitor_cannot_spoof_ip_through_a_trusted_proxy(spoofed: list[str]) -> 
     # The proxy appends the real client (198.51.100.9) to whatever the visitor sent.
     xff = ", ".join([*spoofed, "198.51.100.9"])
     f = facts(remote_addr="10.1.2.3", forwarded_for=xff)
-    assert client_ip(f, ("10.0.0.0/8",), False) == "198.51.100.9"
+    assert client_ip(f.remote_addr, f.forwarded_for, ("10.0.0.0/8",), False) == "198.51.100.9"
     # And with no trusted proxy, the header is not believed at all.
-    assert client_ip(f, (), False) == "10.1.2.3"
+    assert client_ip(f.remote_addr, f.forwarded_for, (), False) == "10.1.2.3"
 
 
 def test_context_and_page_properties() -> None:

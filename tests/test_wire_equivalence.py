@@ -16,13 +16,14 @@ import json
 import re
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from segment_middleware import context as ctx
 from segment_middleware._fastjson import dumps
 from segment_middleware.context import RequestFacts
-from segment_middleware.messages import encode, finalize, iso_timestamp, message_id
+from segment_middleware.messages import encode, finalize, iso_timestamp, message_id, page_item
 from segment_middleware.settings import DEFAULT_REDACT, Settings
 from segment_middleware.version import LIBRARY
 
@@ -234,6 +235,67 @@ def test_cached_request_context_matches_its_json_and_a_fresh_build(facts: Reques
     again = ctx.build(_twin(facts), s)
     assert again.context == built.context and json.loads(again.context_json) == built.context
     assert again.page == built.page and again.query == built.query
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    facts=facts_strategy(),
+    s=settings_strategy,
+    name=any_text,
+    anonymous_id=any_text,
+    user_id=st.none() | any_text,
+    status=st.none() | st.sampled_from([200, 302, 404, 500]),
+    title=st.none() | any_text,
+    ts=st.floats(min_value=0, max_value=4e9),
+)
+def test_flat_page_item_sends_the_same_json_as_the_dict_path(
+    facts: RequestFacts,
+    s: Settings,
+    name: str,
+    anonymous_id: str,
+    user_id: str | None,
+    status: int | None,
+    title: str | None,
+    ts: float,
+) -> None:
+    """A request's own page call, queued as a flat tuple (messages.page_item) when nothing
+    else shares its facts, is the same message as the dict form."""
+    facts.consent = None
+    s = Settings(
+        write_key="k",
+        host="http://127.0.0.1:9",
+        trusted_proxies=s.trusted_proxies,
+        anonymize_ip=s.anonymize_ip,
+        redact_query_params=s.redact_query_params,
+        include_query_params=s.include_query_params and not facts.query,
+    )
+    flat = page_item(_twin(facts), s, ts, status, title, name, anonymous_id, user_id)
+    assert flat is not None
+    msg: dict[str, Any] = {"type": "page", "name": name, "anonymousId": anonymous_id}
+    if user_id is not None:
+        msg["userId"] = user_id
+    try:
+        expected = finalize((msg, _twin(facts), ts, (status, title)), s)
+    except Exception as exc:  # a bad facts value: the flat path must fail the same way
+        with pytest.raises(type(exc)):
+            encode(flat, s)
+        return
+    assert expected is not None
+    result = encode(flat, s)
+    assert result is not None
+    meta, text = result
+    sent = json.loads(text)
+    assert text.isascii() and UUID4.match(sent["messageId"])
+    assert _without_id(sent) == _without_id(json.loads(dumps(expected)))
+    assert meta == {
+        k: sent[k] for k in ("type", "name", "anonymousId", "userId", "timestamp", "messageId") if k in sent
+    }
+    # Not flat where the facts are shared or hooks must see a dict.
+    built = _twin(facts)
+    ctx.build(built, s)
+    assert page_item(built, s, ts, status, title, name, anonymous_id, user_id) is None
+    hooked = Settings(write_key="k", host="http://127.0.0.1:9", before_send=(lambda m: m,))
+    assert page_item(_twin(facts), hooked, ts, status, title, name, anonymous_id, user_id) is None
 
 
 def test_message_ids_are_unique_uuid4s() -> None:
