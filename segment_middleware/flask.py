@@ -30,7 +30,7 @@ log = logging.getLogger("segment_middleware")
 
 # SEGMENT_* keys that belong to other parts of the package, not to Settings.
 _OTHER_KEYS = frozenset(("SEGMENT_PUBLIC_API_TOKEN",))
-_STATE = "_segment_state"
+_STATE = "segment.flask.tracker"  # in the environ until the page call is queued
 
 
 try:  # optional: looked up once here, not on every request
@@ -127,19 +127,30 @@ class _AppHooks:
         _g().segment = tracker
         _current.set(tracker)  # _ResponseStart puts back what was there before the request
         if tracker.enabled:
-            req.__dict__[_STATE] = tracker
+            req.environ[_STATE] = tracker
 
-    def end(self, status: int) -> str | None:
-        """Queue the page call once, in the request context; the Set-Cookie value, if any."""
+    def end(self, environ: dict[str, Any] | None, status: int) -> str | None:
+        """Queue the page call once; the Set-Cookie value, if any.
+
+        Normally in the request context (Flask starts the response before popping it):
+        route and user come from the request. A WSGI middleware between us and Flask that
+        starts the response later still gets the page call, found in the environ, with the
+        userId identify() set, if any.
+        """
         ctx = _cv_request.get(None)
-        if ctx is None:
-            return None
-        req = ctx.request
-        tracker = req.__dict__.pop(_STATE, None)
+        tracker = environ.pop(_STATE, None) if environ is not None else None
         if tracker is None:
-            return None
+            if ctx is None:
+                return None
+            tracker = ctx.request.environ.pop(_STATE, None)  # an inner middleware copied the environ
+            if tracker is None:
+                return None
         try:
-            cookie = self.runtime.end(tracker, status, req.endpoint, self.user_id(req))
+            if ctx is not None:
+                req = ctx.request
+                cookie = self.runtime.end(tracker, status, req.endpoint, self.user_id(req))
+            else:
+                cookie = self.runtime.end(tracker, status, None, None)
         except Exception:
             log.exception("segment: could not finish tracking this request")
             return None
@@ -148,7 +159,7 @@ class _AppHooks:
     def on_exception(self, sender: Any, exception: BaseException | None = None, **extra: Any) -> None:
         """A view (or hook) raised: the page call with 500, before Flask re-raises the
         error or turns it into a 500 response (whose start then finds the call made)."""
-        self.end(500)
+        self.end(None, 500)
 
 
 class _ResponseStart:
@@ -163,7 +174,7 @@ class _ResponseStart:
         end = self.hooks.end
 
         def page_start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            cookie = end(int(status[:3]) if status[:3].isdigit() else 500)
+            cookie = end(environ, int(status[:3]) if status[:3].isdigit() else 500)
             if cookie is not None:
                 headers.append(("Set-Cookie", cookie))
             return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)

@@ -369,3 +369,36 @@ def test_current_is_the_request_tracker_and_none_after_each_kind_of_response(
     assert seen == {"plain": True, "stream": True, "boom": True}
     statuses = sorted(m["properties"]["status"] for m in pages(delivered(app, receiver)))
     assert statuses == [200, 200, 500]
+
+
+def test_page_call_when_an_inner_wsgi_middleware_starts_the_response_late(
+    receiver: SegmentReceiver, tmp_path: Path, apps: list[Flask]
+) -> None:
+    """A WSGI middleware between us and Flask that starts the response only after Flask
+    popped its request context (here: it buffers the body first) still gets exactly one
+    page call, with the status and the new visitor's cookie."""
+    app = make_app(receiver, tmp_path)
+    apps.append(app)
+    inner = app.wsgi_app
+
+    def start_late(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        started: list[tuple[str, list[tuple[str, str]]]] = []
+        body = b"".join(
+            inner(environ, lambda status, headers, exc_info=None: started.append((status, headers)))
+        )
+        start_response(*started[0])
+        return [body]
+
+    app.wsgi_app = start_late  # type: ignore[method-assign]
+    Segment(app)
+
+    @app.get("/late")
+    def late() -> str:
+        return "late"
+
+    response = app.test_client().get("/late")
+    assert response.data == b"late"
+    assert response.headers["Set-Cookie"].startswith("ajs_anonymous_id=")
+    (page,) = pages(delivered(app, receiver))
+    assert page["properties"]["status"] == 200 and page["properties"]["path"] == "/late"
+    assert page["anonymousId"] in response.headers["Set-Cookie"]
