@@ -217,15 +217,19 @@ class _Built:
 
 
 def _page_members(path: str, origin: str, url: str, referrer: str, search_json: str) -> str:
-    """The members of the page dict as JSON, without braces: ``"path":...,"search":...``."""
-    path_text = js(path)
+    """The members of the page dict as JSON, without braces: ``"path":...,"search":...``.
+    The recurring-value cache is read inline (a helper call costs about as much as the
+    lookup): this runs for every tracked request."""
+    recurring = _recurring
     if type(origin) is str and type(path) is str:
+        path_text = recurring.get(path) or _recurring_js(path)
         # JSON escaping works character by character, so the url's text is its parts'
         # texts joined: the long query is escaped once (and cached with it).
-        url_text = _recurring_js(origin)[:-1] + path_text[1:-1] + search_json[1:]
+        url_text = (recurring.get(origin) or _recurring_js(origin))[:-1] + path_text[1:-1] + search_json[1:]
     else:
+        path_text = js(path)
         url_text = js(url)
-    referrer_text = _recurring_js(referrer)
+    referrer_text = (recurring.get(referrer) or _recurring_js(referrer)) if referrer else '""'
     return f'"path":{path_text},"url":{url_text},"referrer":{referrer_text},"search":{search_json}'
 
 
@@ -242,7 +246,7 @@ def _context_text(
     if ip:
         parts += (',"ip":', js(ip))
     if user_agent:
-        parts += (',"userAgent":', _recurring_js(user_agent))
+        parts += (',"userAgent":', _recurring.get(user_agent) or _recurring_js(user_agent))
     if loc:
         parts += (',"locale":', js(loc))
     if campaign_json:
@@ -577,10 +581,8 @@ def auto_page_json(
     For the page call that is a request's only message (``messages.page_item``): nothing
     else shares the derived parts, so they go straight into the text, without the
     per-request ``_Built`` object and its dicts. The same JSON as
-    :func:`page_properties_json` and :func:`context_json` (``tests/test_wire_equivalence.py``).
-    Written as one function with the recurring-value cache read inline: it runs once per
-    tracked request on the sender thread, and each helper call costs about as much as the
-    lookup it wraps.
+    :func:`page_properties_json` and :func:`context_json` (``tests/test_wire_equivalence.py``),
+    from the same two helpers that assemble the page members and the context text.
     """
     if type(path) is not str:
         return None
@@ -590,46 +592,20 @@ def auto_page_json(
         _, search_json, _, _, campaign_json = _parsed(query, words)
     else:
         search_json, campaign_json = '""', ""
-    origin = f"{scheme}://{host}"
-    origin_text = recurring.get(origin) or _recurring_js(origin)
-    path_text = recurring.get(path) or _recurring_js(path)
-    if referrer:
-        referrer = redact_url(referrer, words)
-        referrer_text = recurring.get(referrer) or _recurring_js(referrer)
-    else:
-        referrer_text = '""'
-    # JSON escaping works character by character: the url's text is its parts' texts joined.
-    page = (
-        f'"path":{path_text},"url":{origin_text[:-1]}{path_text[1:-1]}{search_json[1:]}'
-        f',"referrer":{referrer_text},"search":{search_json}'
-    )
-    parts = [
-        head,
-        ',"properties":{',
-        page,
-        ',"method":',
-        recurring.get(method) or _recurring_js(method),
-    ]
+    referrer = redact_url(referrer, words) if referrer else ""
+    page = _page_members(path, f"{scheme}://{host}", "", referrer, search_json)
+    parts = [head, ',"properties":{', page, ',"method":', recurring.get(method) or _recurring_js(method)]
     if status is not None:
         parts += (',"status":', str(status) if type(status) is int else dumps(status))
     if title:
         parts += (',"title":', js(title))
-    parts += ('},"context":{"library":', _LIBRARY_JSON, ',"page":{', page, "}")
     if settings.trusted_proxies or settings.anonymize_ip:
         ip = client_ip(remote_addr, forwarded_for, settings.trusted_proxies, settings.anonymize_ip)
     else:
         ip = remote_addr
-    if ip:
-        parts += (',"ip":', js(ip))
-    if user_agent:
-        parts += (',"userAgent":', recurring.get(user_agent) or _recurring_js(user_agent))
-    if accept_language:
-        loc = locale(accept_language)
-        if loc:
-            parts += (',"locale":', js(loc))
-    if campaign_json:
-        parts += (',"campaign":', campaign_json)
-    parts += ("}", tail)
+    loc = locale(accept_language) if accept_language else None
+    parts += ('},"context":', _context_text(page, ip, user_agent, loc, campaign_json, None))
+    parts.append(tail)
     return "".join(parts)
 
 

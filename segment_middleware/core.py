@@ -17,7 +17,7 @@ from .context import RequestFacts
 from .delivery import Delivery, shutdown_all
 from .identity import CookieSpec, cookie_spec, cookie_value, new_anonymous_id, parse_anonymous_id
 from .lifecycle import install_exit_flush
-from .messages import page_item
+from .messages import page_item, page_message
 from .settings import Settings
 from .tracker import _UNSET, Tracker
 
@@ -90,7 +90,7 @@ class Runtime:
             return Tracker(None, enabled=False)
         anonymous_id = self._ids.get(cookie_header, _MISS) if cookie_header else None  # type: ignore[arg-type]
         if anonymous_id is _MISS:
-            anonymous_id = self._cookie_id(cookie_header)
+            anonymous_id = self._cookie_id(cookie_header)  # type: ignore[arg-type]
         is_new = False
         if anonymous_id is None:
             anonymous_id = parse_anonymous_id(id_header)
@@ -141,10 +141,7 @@ class Runtime:
         name = route or facts.path
         item = page_item(facts, self.settings, ts, status, tracker.title, name, tracker._anonymous_id, uid)
         if item is None:
-            msg: dict[str, Any] = {"type": "page", "name": name, "anonymousId": tracker._anonymous_id}
-            if uid is not None:
-                msg["userId"] = uid
-            item = (msg, facts, ts, (status, tracker.title))
+            item = (page_message(name, tracker._anonymous_id, uid), facts, ts, (status, tracker.title))
         self._put(item)
         if tracker.new_visitor and self.settings.set_cookie:
             s = self.settings
@@ -157,16 +154,11 @@ class Runtime:
             )
         return None
 
-    def _cookie_id(self, header: str | None) -> str | None:
-        """The anonymousId in a Cookie header. A visitor sends the same header on every
-        request, so parsed ids are remembered (bounded; long headers are not kept)."""
-        if not header:
-            return None
+    def _cookie_id(self, header: str) -> str | None:
+        """The anonymousId in a Cookie header not seen yet (``begin`` looks the header up
+        in ``_ids`` first: a visitor sends the same header on every request). Remembered,
+        bounded; long headers are not kept."""
         ids = self._ids
-        try:
-            return ids[header]
-        except KeyError:
-            pass
         found = parse_anonymous_id(cookie_value(header, self._cookie))
         if len(header) <= _CACHED_HEADER_MAX:
             if len(ids) >= _CACHED_HEADERS:

@@ -103,16 +103,10 @@ class _AppHooks:
     def __init__(self, app: Flask, runtime: Runtime) -> None:
         self.runtime = runtime
         self.id_key = header_key(runtime.settings.anonymous_id_header)
-        self._getter = runtime.settings.user_id or flask_user_id(app)
+        self._lookup = flask_user_id(app)
 
     def user_id(self, req: Any) -> str | None:
-        """USER_ID, else Flask-Login / ``g.user``; never raises."""
-        try:
-            value = self._getter(req)
-        except Exception as exc:
-            log.warning("segment: USER_ID raised %s; ignoring it for this request", type(exc).__name__)
-            return None
-        return None if value is None or value == "" else str(value)
+        return self.runtime.user_id_for(req, self._lookup)
 
     def before(self) -> None:
         req = _request()

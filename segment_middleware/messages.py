@@ -30,7 +30,7 @@ from .context import (
     page_properties_json,
 )
 
-__all__ = ["Item", "encode", "finalize", "iso_timestamp", "page_item"]
+__all__ = ["Item", "encode", "finalize", "iso_timestamp", "page_item", "page_message"]
 
 #: ``(message, facts, timestamp, page)``, or a request's own page call as :func:`page_item`
 #: makes it (first member None).
@@ -84,7 +84,7 @@ os.register_at_fork(after_in_child=_random_hex.clear)
 
 def finalize(item: Item, settings: Any) -> dict[str, Any] | None:
     """The complete wire message, or None when a before_send hook dropped it."""
-    msg, facts, ts, page = item if item[0] is not None else _unflattened(item)
+    msg, facts, ts, page = item
     if page is not None and facts is not None:
         msg["properties"] = page_properties(facts, settings, page[0], page[1])
     own = msg.get("context")
@@ -117,11 +117,10 @@ def encode(item: Item, settings: Any) -> tuple[dict[str, Any], str] | None:
     Without hooks the returned message dict is only what the store and the logs need
     (type, name/event, ids, timestamp, messageId); the text is the whole message.
     """
-    if item[0] is None:
-        if not settings.before_send and not settings.integrations:
-            done = _page_text(item, settings)
-            if done is not None:
-                return done
+    if item[0] is None:  # page_item made it: no hooks, no integrations
+        done = _page_text(item, settings)
+        if done is not None:
+            return done
         item = _unflattened(item)
     if settings.before_send:
         full = finalize(item, settings)
@@ -198,20 +197,24 @@ def page_item(
     )
 
 
+def page_message(name: str, anonymous_id: str | None, user_id: str | None) -> dict[str, Any]:
+    """A request's own page call, before the sender adds properties and context."""
+    msg: dict[str, Any] = {"type": "page", "name": name, "anonymousId": anonymous_id}
+    if user_id is not None:
+        msg["userId"] = user_id
+    return msg
+
+
 def _unflattened(item: Item) -> Item:
     """A :func:`page_item` as ``(message, facts, timestamp, page)``."""
-    msg: dict[str, Any] = {"type": "page", "name": item[4], "anonymousId": item[5]}
-    if item[6] is not None:
-        msg["userId"] = item[6]
-    return (msg, RequestFacts(*item[7:]), item[1], (item[2], item[3]))
+    return (page_message(item[4], item[5], item[6]), RequestFacts(*item[7:]), item[1], (item[2], item[3]))
 
 
 def _page_text(item: Item, settings: Any) -> tuple[dict[str, Any], str] | None:
     """``encode`` for a :func:`page_item`: no dict serialized at all."""
-    msg: dict[str, Any] = {"type": "page", "name": item[4], "anonymousId": item[5]}
+    msg = page_message(item[4], item[5], item[6])
     head = f'{{"type":"page","name":{js(item[4])},"anonymousId":{js(item[5])}'
     if item[6] is not None:
-        msg["userId"] = item[6]
         head += ',"userId":' + js(item[6])
     stamp = iso_timestamp(item[1])
     mid = message_id()

@@ -412,6 +412,18 @@ def test_cookie_ids_are_remembered_per_header_and_bounded(local_runtime: Runtime
     assert begin(huge) == "zzz" and huge not in local_runtime._ids
 
 
+def test_request_tracker_from_begin_is_a_complete_tracker(local_runtime: Runtime) -> None:
+    """Runtime.begin sets a Tracker's slots itself (no class call): every slot must be set,
+    to what Tracker(...) would give the same arguments."""
+    resolver = lambda: "u-1"  # noqa: E731
+    f = facts()
+    made = local_runtime.begin(None, f, "ajs_anonymous_id=%22abc%22", None, user_resolver=resolver)
+    reference = Tracker(local_runtime.sink, anonymous_id="abc", facts=f, user_resolver=resolver)
+    for name in Tracker.__slots__:
+        assert getattr(made, name) == getattr(reference, name), name
+    assert made.user_id == "u-1" and made.enabled and not made.new_visitor
+
+
 def stored(rt: Runtime) -> list[dict[str, Any]]:
     assert rt.delivery.flush(10)
     store = Store(rt.settings.local_store)

@@ -402,3 +402,25 @@ def test_page_call_when_an_inner_wsgi_middleware_starts_the_response_late(
     (page,) = pages(delivered(app, receiver))
     assert page["properties"]["status"] == 200 and page["properties"]["path"] == "/late"
     assert page["anonymousId"] in response.headers["Set-Cookie"]
+
+
+@pytest.mark.parametrize("base_url", ["http://shop.test", "https://shop.test"])
+def test_new_visitor_cookie_attributes(
+    receiver: SegmentReceiver, tmp_path: Path, apps: list[Flask], base_url: str
+) -> None:
+    """SPEC 3: Path=/, SameSite=Lax, one year, not HttpOnly, Secure on https, quoted form."""
+    app = make_app(receiver, tmp_path)
+    apps.append(app)
+    Segment(app)
+
+    @app.get("/")
+    def home() -> str:
+        return "home"
+
+    cookie = app.test_client().get("/", base_url=base_url).headers["Set-Cookie"]
+    attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")[1:]}
+    assert cookie.startswith("ajs_anonymous_id=%22") and cookie.split(";")[0].endswith("%22")
+    assert f"Max-Age={365 * 24 * 3600}" in cookie and "Path=/" in cookie and "SameSite=Lax" in cookie
+    assert "httponly" not in attributes
+    assert ("secure" in attributes) == base_url.startswith("https")
+    delivered(app, receiver)

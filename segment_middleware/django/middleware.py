@@ -67,7 +67,6 @@ class SegmentMiddleware:
         self.runtime = get_runtime()
         s = self.runtime.settings
         self._id_key = "HTTP_" + s.anonymous_id_header.upper().replace("-", "_")
-        self._getter = s.user_id  # None: request.user's pk
         # Read once, like the rest of the configuration (see _begin).
         self._proxy_ssl = bool(getattr(django_settings, "SECURE_PROXY_SSL_HEADER", None))
         self._async = iscoroutinefunction(get_response)
@@ -171,19 +170,7 @@ class SegmentMiddleware:
             log.exception("segment: could not finish tracking this request")
 
     def _user_id(self, request: Any) -> str | None:
-        """USER_ID, else ``request.user.pk`` when authenticated; never raises."""
-        try:
-            if self._getter is not None:
-                value = self._getter(request)
-            else:
-                user = getattr(request, "user", None)
-                if user is None or not getattr(user, "is_authenticated", False):
-                    return None
-                value = user.pk
-        except Exception as exc:
-            log.warning("segment: USER_ID raised %s; ignoring it for this request", type(exc).__name__)
-            return None
-        return None if value is None or value == "" else str(value)
+        return self.runtime.user_id_for(request, default_user_id)
 
     async def _auser_id(self, request: Any) -> str | None:
         if self.runtime.settings.user_id is not None:
