@@ -251,19 +251,19 @@ class _Handler(BaseHTTPRequestHandler):
         """Never write access logs: tests (and benchmarks) must keep a clean stderr."""
 
     def do_POST(self) -> None:
-        self.server.receiver._handle(self)
+        self.server.receiver._serve(self)
 
     def do_GET(self) -> None:
-        self.server.receiver._handle(self)
+        self.server.receiver._serve(self)
 
     def do_PUT(self) -> None:
-        self.server.receiver._handle(self)
+        self.server.receiver._serve(self)
 
     def do_PATCH(self) -> None:
-        self.server.receiver._handle(self)
+        self.server.receiver._serve(self)
 
     def do_DELETE(self) -> None:
-        self.server.receiver._handle(self)
+        self.server.receiver._serve(self)
 
     def do_OPTIONS(self) -> None:
         """CORS preflight, as a browser sends it before posting with an ``Authorization`` header.
@@ -303,6 +303,7 @@ class SegmentReceiver:
         self._refusing = False
 
         self._requests: list[ReceivedRequest] = []
+        self._in_progress = 0  # requests being handled (see wait_answered)
         self._batches: list[dict[str, Any]] = []
         self._messages: list[dict[str, Any]] = []
 
@@ -578,6 +579,28 @@ class SegmentReceiver:
             if messages:
                 self._messages.extend(messages)
             self._changed.notify_all()
+
+    def _serve(self, handler: _Handler) -> None:
+        """One request, counted as in progress until its response (if any) is written."""
+        with self._changed:
+            self._in_progress += 1
+        try:
+            self._handle(handler)
+        finally:
+            with self._changed:
+                self._in_progress -= 1
+                self._changed.notify_all()
+
+    def wait_answered(self, timeout: float = 10.0) -> None:
+        """Block until no request is being handled: each one seen so far is answered (or dropped).
+
+        Requests are recorded before they are answered; a test that breaks connections
+        right after ``wait_for`` could cut an answer the client has not read yet, and the
+        client would rightly retry a batch that was in fact received.
+        """
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._in_progress == 0, timeout=timeout):
+                raise AssertionError(f"{self._in_progress} request(s) not answered within {timeout}s")
 
     def _auth_header_ok(self, value: str | None) -> bool:
         """HTTP Basic with the write key as user name and an empty password, as the SDK sends it."""

@@ -55,6 +55,7 @@ class Server:
             start_new_session=True,
         )
         self.exit_seconds: float | None = None
+        self.gunicorn_workers = 0  # set by gunicorn(): wait_ready waits for each of them
 
     def wait_ready(self, path: str = "/health", timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -63,10 +64,28 @@ class Server:
                 raise AssertionError(f"server exited early ({self.proc.returncode}):\n{self.output()}")
             try:
                 if self.get(path, timeout=2).status < 500:
-                    return
+                    break
             except OSError:
                 time.sleep(0.1)
-        raise AssertionError(f"server not ready after {timeout}s:\n{self.output()}")
+        else:
+            raise AssertionError(f"server not ready after {timeout}s:\n{self.output()}")
+        while self.gunicorn_workers and not self._workers_booted():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"gunicorn workers not booted after {timeout}s:\n{self.output()}")
+            time.sleep(0.05)
+
+    def _workers_booted(self) -> bool:
+        """Every gunicorn worker has set up its own signal handlers.
+
+        One worker answering is not enough: a SIGTERM that reaches a worker between its fork
+        and its signal set-up goes to the master's handler it inherited and is lost, and the
+        worker then lives until the graceful timeout. Workers catch SIGABRT, the master
+        does not, so a worker that catches it is past its set-up.
+        """
+        children = _children(self.proc.pid)
+        if len(children) < self.gunicorn_workers:
+            return False
+        return all(_catches(pid, signal.SIGABRT) for pid in children)
 
     def request(
         self,
@@ -114,13 +133,33 @@ class Server:
         return self.log_path.read_text(errors="replace")[-6000:]
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _catches(pid: int, signum: int) -> bool:
+    """Does process ``pid`` have a handler for ``signum`` (its SigCgt mask in /proc)?"""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) & (1 << (signum - 1)))
+    except OSError:
+        pass
+    return False
+
+
 def gunicorn(app: str, env: Mapping[str, str], *args: str, chdir: Path | None = None) -> Server:
     port = free_port()
     argv = [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "20", *args]
     if chdir is not None:
         argv += ["--chdir", str(chdir)]
     argv.append(app)
-    return Server(argv, {**env, "SERVER_LOG": str(Path(env["TEST_TMP"]) / f"gunicorn-{port}.log")}, port)
+    server = Server(argv, {**env, "SERVER_LOG": str(Path(env["TEST_TMP"]) / f"gunicorn-{port}.log")}, port)
+    server.gunicorn_workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
+    return server
 
 
 def uvicorn(app: str, env: Mapping[str, str], *args: str, app_dir: Path | None = None) -> Server:

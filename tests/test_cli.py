@@ -302,7 +302,7 @@ def test_bad_json_exits_2_with_one_line_and_sends_nothing(
     assert names in line
     assert WRITE_KEY not in proc.stderr + proc.stdout
     assert proc.stdout == ""
-    time.sleep(0.1)
+    receiver.wait_answered()  # the command has exited: whatever it posted is recorded
     assert receiver.requests == []  # nothing half-sent
     assert rows(cli.store) == []
 

@@ -48,9 +48,9 @@ def test_forked_child_sends_its_own_and_never_the_parents(receiver: SegmentRecei
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert rt.delivery.flush(10)
+    assert rt.delivery.flush(10)  # the parent's five are delivered; the child's one came before it exited
     msgs = receiver.wait_for(6)
-    time.sleep(0.2)
+    receiver.wait_answered()
     events = sorted((m["userId"], m["event"]) for m in receiver.messages)
     assert events == [("child", "In Child")] + [("parent", "Before Fork")] * 5
     assert all(len(v) == 1 for v in receiver.by_message_id().values())
@@ -98,7 +98,7 @@ def test_outage_spools_and_replay_sends_original_ids(receiver: SegmentReceiver, 
     got = receiver.wait_for(3)
     assert sorted(m["messageId"] for m in got) == sorted(r.message_id for r in spooled)
     assert main(["--store", store_path, "replay", "--write-key", WRITE_KEY, "--host", receiver.url]) == 0
-    time.sleep(0.2)
+    receiver.wait_answered()  # replay returned: whatever it posted is recorded
     assert len(receiver.messages) == 3
 
 
@@ -217,7 +217,8 @@ def test_auto_replay_sends_spool_once_endpoint_recovers(receiver: SegmentReceive
     while not all(r.replayed_at and r.replayed_at > 0 for r in Store(store_path).events(kind="spool")):
         assert time.monotonic() < deadline, "replayed rows were never marked"
         time.sleep(0.05)
-    time.sleep(0.3)
+    assert rt.delivery.flush(5)
+    receiver.wait_answered()
     assert len(receiver.messages) == 5
 
 
@@ -272,7 +273,7 @@ def test_concurrent_replays_never_send_a_row_twice(receiver: SegmentReceiver, st
     for thread in threads:
         thread.join(30)
     receiver.wait_for(450)
-    time.sleep(0.3)
+    receiver.wait_answered()  # every replay has returned: nothing more is on its way
     assert sorted(m["properties"]["i"] for m in receiver.messages) == list(range(450))
 
 

@@ -1,8 +1,9 @@
 """SPEC 7 under a real gunicorn worker and a misbehaving endpoint, checked by messageId.
 
-Each row: healthy latency first, then the same requests with the fault switched on;
-requests must not slow down (median within 1.5x), every page call is either received or
-spooled (never both, never neither, never twice), and the worker exits in its bound.
+Each row: a healthy phase, then the fault switched on while requests alternate with a
+healthy twin server; requests must not slow down (median of paired ratios within 1.5x, no
+blocked tail), every page call is either received or spooled (never both, never neither,
+never twice), and the worker exits in its bound.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from segment_middleware.testing import SegmentReceiver
 
 EXAMPLE = ROOT / "example_django"
 SHUTDOWN_TIMEOUT = 3.0
-REQUESTS = 80  # faulty requests per row, each paired with one to the healthy twin
+REQUESTS = 120  # faulty requests per row, each paired with one to the healthy twin
+BLOCKED = 0.25  # seconds: under the shortest wait a request blocked on the endpoint would see
 
 
 @dataclass
@@ -141,6 +143,9 @@ def test_outage_row(
         timed_requests(twin, "w", 5)
         timed_requests(server, "h", 10)
         receiver.wait_for(15, timeout=10)  # healthy: all delivered (/health is excluded)
+        # ... and answered: a fault that cuts connections must not cut an answer the worker
+        # has not read yet (it would retry a batch that was received, and spool it too).
+        receiver.wait_answered()
         row.fault(receiver)
         healthy: list[float] = []
         faulty: list[float] = []
@@ -155,8 +160,15 @@ def test_outage_row(
 
     assert code == 0
     assert server.exit_seconds is not None and server.exit_seconds < SHUTDOWN_TIMEOUT + 3, server.output()
-    ratio = statistics.median(faulty) / statistics.median(healthy)
-    assert ratio < 1.5, f"requests slowed by the fault: median ratio {ratio:.2f}"
+    # Each faulty request is compared with the healthy twin's request made just before it,
+    # so a slow patch of the machine touches both sides of a pair; the median of those
+    # pair ratios is the promise ("within 1.5x"). A request that waited on the endpoint
+    # would wait for a retry (>= 0.5 s) or TIMEOUT (1 s): the tail bound catches that even
+    # if only one batch in ten (FLUSH_AT=10) were sent on a request's thread.
+    ratio = statistics.median([f / h for f, h in zip(faulty, healthy, strict=True)])
+    assert ratio < 1.5, f"requests slowed by the fault: median pair ratio {ratio:.2f}"
+    tail = sorted(faulty)[int(len(faulty) * 0.85)]
+    assert tail < BLOCKED, f"85th percentile {tail * 1000:.0f} ms: some requests waited on the endpoint"
 
     received = {m["messageId"]: m for m in receiver.messages}
     by_id = receiver.by_message_id()

@@ -68,7 +68,7 @@ def test_forked_task_workers_deliver_on_exit(receiver: SegmentReceiver, tmp_path
     assert parent.exitcode == 0
     pids = queue.get(timeout=5)
     msgs = receiver.wait_for(10, timeout=10)
-    time.sleep(0.3)
+    receiver.wait_answered()  # every sending process has exited: this is the final count
     assert sorted(m["properties"]["i"] for m in receiver.messages) == list(range(10))
     assert {m["userId"] for m in msgs} == {kind}
     assert {m["properties"]["pid"] for m in receiver.messages} <= set(pids)
@@ -80,7 +80,7 @@ def test_spawned_process_delivers_on_exit(receiver: SegmentReceiver, task_env: N
     with ProcessPoolExecutor(2, mp_context=ctx) as executor:
         list(executor.map(_task, [("spawned", i) for i in range(6)]))
     receiver.wait_for(6, timeout=15)
-    time.sleep(0.3)
+    receiver.wait_answered()  # the executor's workers have exited: this is the final count
     assert sorted(m["properties"]["i"] for m in receiver.messages) == list(range(6))
 
 

@@ -6,6 +6,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from django.core.signals import setting_changed
+
 from ..core import Runtime
 from ..settings import Settings, SettingsError
 
@@ -45,7 +47,17 @@ def get_runtime() -> Runtime:
 
 
 def reset() -> None:
-    """Forget the runtime (tests that change ``settings.SEGMENT`` use this)."""
+    """Forget the runtime: the next middleware (or log-in signal) builds it anew."""
     global _runtime
     with _lock:
         _runtime = None
+
+
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    """``override_settings(SEGMENT=...)`` in a user's tests takes effect for the next
+    client (Django builds its middleware per test client) and is undone after."""
+    if setting == "SEGMENT":
+        reset()
+
+
+setting_changed.connect(_on_setting_changed, dispatch_uid="segment_middleware.setting_changed")

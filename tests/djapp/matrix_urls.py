@@ -1,0 +1,31 @@
+"""The settings matrix's routes for Django (tests/adapters.py has the same for each adapter)."""
+
+from django.contrib.auth import login
+from django.contrib.auth.models import User
+from django.http import HttpResponse
+from django.urls import path
+
+import segment_middleware
+
+
+def home(request):
+    return HttpResponse("ok")
+
+
+def track(request):
+    segment_middleware.current().track("Matrix Event", {"k": 1})
+    return HttpResponse("tracked")
+
+
+def do_login(request):
+    user, _ = User.objects.get_or_create(username="matrix-user")
+    login(request, user)
+    return HttpResponse(str(user.pk))
+
+
+urlpatterns = [
+    path("", home, name="matrix-home"),
+    path("track", track, name="matrix-track"),
+    path("login", do_login, name="matrix-login"),
+    path("health", home, name="matrix-health"),
+]
