@@ -16,6 +16,9 @@ from urllib.parse import unquote_to_bytes
 __all__ = ["CookieSpec", "cookie_value", "new_anonymous_id", "parse_anonymous_id", "set_cookie_header"]
 
 MAX_ID_LENGTH = 100
+# The longest wire form of a valid id: each character percent-encoded as up to four UTF-8
+# bytes, inside %22 quotes. Longer values are refused before any decoding.
+MAX_RAW_LENGTH = 12 * MAX_ID_LENGTH + 6
 
 
 def cookie_value(header: str | None, name: str) -> str | None:
@@ -39,7 +42,7 @@ def cookie_value(header: str | None, name: str) -> str | None:
 
 def parse_anonymous_id(raw: str | None) -> str | None:
     """A valid id from a cookie or header value in any analytics.js form, else None."""
-    if not raw or len(raw) > 3 * MAX_ID_LENGTH + 6 or not raw.isascii():
+    if not raw or len(raw) > MAX_RAW_LENGTH or not raw.isascii():
         return None  # cookie and header values are ASCII on the wire; anything else is mangled
     value = raw
     if value.startswith("%22") and value.endswith("%22") and "%" not in value[3:-3]:

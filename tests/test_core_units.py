@@ -297,9 +297,15 @@ def test_overflowing_numbers_are_a_settings_error(key: str, value: Any) -> None:
         ("%FF%FE", None),  # not UTF-8
         ("ü-id", None),  # not ASCII on the wire
         ('%22a\\"b%22', None),
+        ("%22a\\b%22", None),  # a JSON escape in the classic form: not the id analytics.js reads
         ('"a\\u0041"', None),
         ("%22abc", None),
         ('a"b', None),
+        ("%22" + "%41" * 100 + "%22", "A" * 100),  # every character percent-encoded
+        ("%22" + "%C3%A9" * 60 + "%22", "é" * 60),  # 60 characters, 366 on the wire
+        ("%22" + "%F0%9F%98%80" * 100 + "%22", "😀" * 100),  # the longest wire form of a valid id
+        ("%22" + "%F0%9F%98%80" * 100 + "%41%22", None),  # 101 characters
+        ("%22" + "%C3%A9" * 101 + "%22", None),
     ],
 )
 def test_parse_anonymous_id(raw: str | None, expected: str | None) -> None:
@@ -360,6 +366,10 @@ def test_new_ids_are_uuid4_and_parse_back() -> None:
         ("a=1; ajs_anonymous_id=x2; b=2", "x2"),
         ("not_ajs_anonymous_id=evil; ajs_anonymous_id=good", "good"),
         ("xajs_anonymous_id=evil", None),
+        ("Xajs_anonymous_id=evil", None),
+        ("ajs_anonymous_id=first; ajs_anonymous_id=second", "first"),  # the most specific path comes first
+        ("xajs_anonymous_id=evil; ajs_anonymous_id=good; ajs_anonymous_id=later", "good"),
+        ("ajs_anonymous_id=abc; other=1; third=2", "abc"),
         ("a=1;ajs_anonymous_id=  spaced  ", "spaced"),
         ("ajs_anonymous_id=", ""),
         ("", None),
