@@ -18,6 +18,8 @@ __all__ = [
     "SettingsError",
     "Tracker",
     "__version__",
+    "aflush",
+    "ashutdown",
     "configure",
     "current",
     "flush",
@@ -44,23 +46,19 @@ def tracker(user_id: Any = None, anonymous_id: str | None = None) -> Tracker:
     return default_runtime().tracker(user_id=user_id, anonymous_id=anonymous_id)
 
 
-def flush(timeout: float | None = None) -> Any:
+def flush(timeout: float | None = None) -> bool:
     """Deliver everything queued so far; True when done, False if ``timeout`` ran out.
 
-    Called from a running event loop it does not block: it returns an awaitable instead
-    (``await segment_middleware.flush()``), and the wait happens in a worker thread.
+    Blocks the calling thread, also inside an event loop: async code awaits ``aflush()``.
     """
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return _flush_all(timeout)
-    return loop.run_in_executor(None, _flush_all, timeout)
-
-
-def _flush_all(timeout: float | None) -> bool:
     from .delivery import all_deliveries
 
     return all([d.flush(timeout) for d in all_deliveries()])
+
+
+async def aflush(timeout: float | None = None) -> bool:
+    """``flush()`` for async code: waits in a worker thread, never blocking the event loop."""
+    return await asyncio.get_running_loop().run_in_executor(None, flush, timeout)
 
 
 def shutdown(timeout: float | None = None) -> None:
@@ -72,6 +70,11 @@ def shutdown(timeout: float | None = None) -> None:
 
     for delivery in all_deliveries():
         delivery.shutdown(timeout)
+
+
+async def ashutdown(timeout: float | None = None) -> None:
+    """``shutdown()`` for async code: waits in a worker thread, never blocking the event loop."""
+    await asyncio.get_running_loop().run_in_executor(None, shutdown, timeout)
 
 
 def stats() -> dict[str, int]:

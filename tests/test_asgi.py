@@ -282,7 +282,7 @@ def test_flush_from_async_code_does_not_block_the_loop(
 
             task = asyncio.create_task(ticker())
             start = time.monotonic()
-            done = await segment_middleware.flush(5)
+            done = await segment_middleware.aflush(5)
             elapsed = time.monotonic() - start
             stop = True
             await task
@@ -293,6 +293,22 @@ def test_flush_from_async_code_does_not_block_the_loop(
     assert done is True and elapsed >= 0.9, "the flush waited for the slow endpoint, and finished"
     assert ticks >= 30, f"the event loop kept running during the flush ({ticks} ticks in {elapsed:.2f}s)"
     assert len(pages(receiver.messages)) == 1
+
+
+def test_sync_flush_inside_an_event_loop_returns_a_bool(
+    receiver: SegmentReceiver, tmp_path: Path, cleanup: list[Any]
+) -> None:
+    """A sync helper called from async code gets flush()'s answer, not a Future it never awaits."""
+    app = make_app(receiver, tmp_path)
+    with TestClient(app) as client:
+        client.get("/")
+        cleanup.append(segment_of(app).runtime.delivery)
+
+        async def sync_helper_in_async_code() -> Any:
+            return segment_middleware.flush(5)
+
+        assert asyncio.run(sync_helper_in_async_code()) is True
+        assert len(pages(receiver.messages)) == 1
 
 
 def test_root_path_is_part_of_the_page_path(

@@ -373,3 +373,34 @@ def test_rejected_message_is_logged_by_type_and_id_only(
     assert result.stats["failed"] == 1 and result.stats["delivered"] == 5
     (line,) = [line for line in result.log if "rejected" in line]
     assert "identify" in line and "bad-1" in line and "PERSONAL" not in result.log_text()
+
+
+def test_ashutdown_delivers_without_blocking_the_loop(
+    receiver: SegmentReceiver, base: dict[str, Any], tmp_path: Path
+) -> None:
+    receiver.slow(1.0, times=1)
+    body = """
+    import asyncio
+
+    async def main():
+        ticks = 0
+        done = asyncio.Event()
+
+        async def ticker():
+            nonlocal ticks
+            while not done.is_set():
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        task = asyncio.create_task(ticker())
+        t.track("Before Exit")
+        await segment_middleware.ashutdown(5)
+        done.set()
+        await task
+        return ticks
+
+    report(ticks=asyncio.run(main()))
+    """
+    result = run(body, base, tmp_path)
+    assert result.stats["delivered"] == 1 and [m["event"] for m in receiver.messages] == ["Before Exit"]
+    assert result.result["ticks"] >= 30, "the event loop kept running while the slow endpoint answered"
