@@ -28,8 +28,6 @@ __all__ = ["Segment"]
 
 log = logging.getLogger("segment_middleware")
 
-# SEGMENT_* keys that belong to other parts of the package, not to Settings.
-_OTHER_KEYS = frozenset(("SEGMENT_PUBLIC_API_TOKEN",))
 _STATE = "segment.flask.tracker"  # in the environ until the page call is queued
 
 
@@ -68,7 +66,7 @@ class Segment:
         config: dict[str, Any] = {}
         names = set(Settings.names())
         for key, value in app.config.items():
-            if not key.startswith("SEGMENT_") or key in _OTHER_KEYS:
+            if not key.startswith("SEGMENT_"):
                 continue
             name = key[len("SEGMENT_") :].lower()
             if name not in names:

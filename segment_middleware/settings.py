@@ -58,7 +58,6 @@ ENV_VARS = {
 
 _COOKIE_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _HEADER_NAME = _COOKIE_NAME
-_PLAN_MODES = ("warn", "drop", "raise")
 _HTTP_METHODS = re.compile(r"^[A-Z]+$")
 
 
@@ -320,10 +319,16 @@ def _proxies(value: Any, name: str) -> tuple[str, ...]:
     return items
 
 
-def _plan_mode(value: Any, name: str) -> str:
-    if value not in _PLAN_MODES:
-        raise SettingsError(f"{name}: must be one of {', '.join(_PLAN_MODES)}, got {value!r}")
-    return str(value)
+def _not_yet(what: str, default: Any) -> Callable[[Any, str], Any]:
+    """A setting the contract names whose feature this version does not have: anything but
+    its default is refused, so that nobody believes it is in force."""
+
+    def check(value: Any, name: str) -> Any:
+        if value == default:
+            return value
+        raise SettingsError(f"{name}: {what} are not available in this version; remove the setting")
+
+    return check
 
 
 def _mapping(value: Any, name: str) -> Mapping[str, Any]:
@@ -366,8 +371,8 @@ _CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "honor_dnt": _bool,
     "consent": _callable,
     "identify_traits": _callable,
-    "tracking_plan": _optional_str,
-    "plan_violations": _plan_mode,
+    "tracking_plan": _not_yet("tracking plans", None),
+    "plan_violations": _not_yet("tracking plans", "warn"),
     "before_send": _callables,
     "integrations": _mapping,
     "flush_at": _flush_at,
