@@ -8,6 +8,7 @@ app calls ``start_response`` (the status is known then, the body not yet sent), 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -20,6 +21,8 @@ from .tracker import Tracker, _current
 __all__ = ["SegmentWSGIMiddleware", "begin_environ"]
 
 ENVIRON_KEY = "segment.tracker"
+
+log = logging.getLogger("segment_middleware")
 
 
 def _path(environ: dict[str, Any]) -> str:
@@ -91,6 +94,7 @@ class SegmentWSGIMiddleware:
         try:
             tracker = begin_environ(runtime, environ, environ, self._id_key, lambda: self._user_id(environ))
         except Exception:  # never break the host app
+            log.exception("segment: could not start tracking this request")
             tracker = Tracker(None, enabled=False)
         environ[ENVIRON_KEY] = tracker
         if not tracker.enabled:  # views still get a tracker (its calls are dropped)
@@ -110,6 +114,7 @@ class SegmentWSGIMiddleware:
             try:
                 cookie = runtime.end(tracker, status, None, self._user_id(environ))
             except Exception:  # never break the host app
+                log.exception("segment: could not finish tracking this request")
                 return None
             return None if cookie is None else set_cookie_header(cookie)
 

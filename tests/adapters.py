@@ -2,7 +2,7 @@
 
 Each adapter builds the same small app (``/`` answers 200, ``/track`` tracks "Matrix Event"
 through ``segment_middleware.current()``, ``/login`` logs a user in where the framework has
-an auth layer, ``/health`` is excluded by default) with the settings a test gives, as
+an auth layer, ``/boom`` raises, ``/health`` is excluded by default) with the settings a test gives, as
 lowercase names, and drives it with the framework's own test client. Tests only see what
 a user would: the response (status, ``Set-Cookie`` headers) and, through
 ``segment_middleware.flush()``, what the receiver got. Nothing here reaches into the
@@ -68,12 +68,15 @@ def _django(settings: Mapping[str, Any], is_async: bool) -> App:
 
     django.setup()
     override = override_settings(
-        SEGMENT={key.upper(): value for key, value in settings.items()}, ROOT_URLCONF="djapp.matrix_urls"
+        SEGMENT={key.upper(): value for key, value in settings.items()},
+        ROOT_URLCONF="djapp.matrix_urls",
+        ALLOWED_HOSTS=["*"],
     )
     override.enable()
 
     def send(method: str, path: str, headers: Mapping[str, str]) -> Response:
-        client: Any = AsyncClient() if is_async else Client()  # no cookie jar carried over
+        # A fresh client: no cookie jar carried over; a view's error becomes a 500 response.
+        client: Any = (AsyncClient if is_async else Client)(raise_request_exception=False)
         headers = dict(headers)
         # Through the client's jar: AsyncClient would join a Cookie header to the jar's own.
         for pair in headers.pop("Cookie", "").split(";"):
@@ -119,6 +122,14 @@ def _flask(settings: Mapping[str, Any]) -> App:
         segment_middleware.current().track("Matrix Event", {"k": 1})  # type: ignore[union-attr]
         return "tracked"
 
+    @app.route("/boom")
+    def boom() -> str:
+        raise RuntimeError("matrix boom")
+
+    @app.route("/café")
+    def cafe() -> str:
+        return "ok"
+
     @app.route("/login")
     def login() -> str:
         flask_login.login_user(User("matrix-user"))
@@ -140,6 +151,8 @@ async def _asgi_inner(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     if scope["path"] == "/track":
         segment_middleware.current().track("Matrix Event", {"k": 1})  # type: ignore[union-attr]
+    if scope["path"] == "/boom":
+        raise RuntimeError("matrix boom")
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": b"ok"})
 
@@ -152,7 +165,11 @@ def _asgi(settings: Mapping[str, Any]) -> App:
     app = SegmentMiddleware(_asgi_inner, **settings)
 
     async def go(method: str, path: str, headers: Mapping[str, str]) -> Response:
-        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))  # type: ignore[arg-type]
+        transport = httpx.ASGITransport(  # a server answers 500 when the app raises
+            app=app,  # type: ignore[arg-type]
+            client=("127.0.0.1", 50000),
+            raise_app_exceptions=False,
+        )
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             response = await client.request(method, path, headers=dict(headers))
         return Response(response.status_code, response.headers.get_list("set-cookie"))
@@ -164,6 +181,8 @@ def _asgi(settings: Mapping[str, Any]) -> App:
 def _wsgi_inner(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     if environ.get("PATH_INFO") == "/track":
         segment_middleware.current().track("Matrix Event", {"k": 1})  # type: ignore[union-attr]
+    if environ.get("PATH_INFO") == "/boom":
+        raise RuntimeError("matrix boom")
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"ok"]
 
@@ -177,7 +196,10 @@ def _wsgi(settings: Mapping[str, Any]) -> App:
 
     def send(method: str, path: str, headers: Mapping[str, str]) -> Response:
         environ = {"REMOTE_ADDR": "127.0.0.1"}  # what a server sets; werkzeug's bare client does not
-        response = client.open(path, method=method, headers=dict(headers), environ_base=environ)
+        try:
+            response = client.open(path, method=method, headers=dict(headers), environ_base=environ)
+        except RuntimeError:  # the app raised: a WSGI server answers 500
+            return Response(500, [])
         return Response(response.status_code, response.headers.getlist("Set-Cookie"))
 
     return App("wsgi", send, can_login=False)

@@ -295,6 +295,20 @@ def test_flush_from_async_code_does_not_block_the_loop(
     assert len(pages(receiver.messages)) == 1
 
 
+def test_lifespan_shutdown_waits_at_most_shutdown_timeout(
+    receiver: SegmentReceiver, tmp_path: Path, cleanup: list[Any]
+) -> None:
+    """A hanging endpoint does not hold the server's shutdown past SHUTDOWN_TIMEOUT."""
+    app = make_app(receiver, tmp_path, shutdown_timeout=1, timeout=30)
+    receiver.slow(30)
+    with TestClient(app) as client:
+        client.get("/")
+        cleanup.append(segment_of(app).runtime.delivery)
+        started = time.monotonic()
+    took = time.monotonic() - started
+    assert 0.5 <= took < 4.0, f"lifespan shutdown took {took:.2f}s with SHUTDOWN_TIMEOUT=1"
+
+
 def test_sync_flush_inside_an_event_loop_returns_a_bool(
     receiver: SegmentReceiver, tmp_path: Path, cleanup: list[Any]
 ) -> None:

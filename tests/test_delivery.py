@@ -118,6 +118,9 @@ def test_one_rejected_message_does_not_block_its_batch(
     assert s["delivered"] == 9 and s["failed"] == 1 and balanced(s)
     text = " ".join(r.getMessage() for r in caplog.records)
     assert "rejected" in text and "do-not-log" not in text
+    (line,) = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
+    assert "a track message" in line, "the log line names the message's type"
+    assert line.endswith("is invalid; batch rejected"), "and gives the endpoint's own reason"
 
 
 def test_oversize_message_is_dropped_alone(receiver: SegmentReceiver, store_path: str) -> None:
@@ -342,3 +345,23 @@ def test_flush_interval_bounds_the_wait_under_the_wake_mark(
     assert len(receiver.wait_for(30, timeout=5)) == 30
     assert time.monotonic() - started < 2.0
     rt.delivery.shutdown(2)
+
+
+def test_backoff_schedule_is_the_sdks() -> None:
+    """First retry at once, then 0.5 s doubling with up to 10% jitter, capped at 60 s."""
+    from segment_middleware.http import backoff_delay
+
+    for _ in range(50):
+        assert backoff_delay(1) == 0.0
+        for attempt, base in ((2, 0.5), (3, 1.0), (4, 2.0), (5, 4.0), (8, 32.0)):
+            assert base <= backoff_delay(attempt) <= base * 1.1
+        assert backoff_delay(9) == 60.0 and backoff_delay(30) == 60.0
+
+
+def test_retryable_statuses_are_the_sdks() -> None:
+    """408, 410, 429, 460 and every 5xx but 501, 505 and 511: as the SDK's Consumer decides."""
+    from segment_middleware.http import retryable
+
+    assert [s for s in range(100, 600) if retryable(s)] == [408, 410, 429, 460] + [
+        s for s in range(500, 600) if s not in (501, 505, 511)
+    ]

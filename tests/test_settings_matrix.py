@@ -209,11 +209,20 @@ def test_cookie_attributes(h: Harness, settings: dict[str, Any], domain: str | N
 def test_user_id_setting(h: Harness, hook: Any) -> None:
     app = h.app(user_id=hook)
     app.get("/track?n=known", {"X-Test-User": "u-9"})
+    app.get("/?n=page-only", {"X-Test-User": "u-10"})
     app.get("/?n=anonymous")
     assert h.page_for("known")["userId"] == "u-9"
+    assert h.page_for("page-only")["userId"] == "u-10"
     assert "userId" not in h.page_for("anonymous")
     (track,) = [m for m in h.messages() if m["type"] == "track"]
     assert track["userId"] == "u-9"
+
+
+def test_a_view_that_raises_sends_its_page_call_with_500_and_the_user(h: Harness) -> None:
+    app = h.app(user_id=matrix_hooks.user_from_header)
+    assert app.get("/boom?n=boom", {"X-Test-User": "u-5"}).status == 500
+    page = h.page_for("boom")
+    assert page["properties"]["status"] == 500 and page["userId"] == "u-5"
 
 
 def test_user_id_that_raises_means_anonymous(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
@@ -253,6 +262,15 @@ def test_default_redaction_covers_tokens(h: Harness) -> None:
     (page,) = h.pages()
     assert page["properties"]["search"] == "?n=d&token=%5BREDACTED%5D&password=%5BREDACTED%5D&ok=1"
     assert "t0k" not in str(page) and "pw&" not in str(page)
+
+
+def test_page_url_and_path_as_the_browser_sees_them(h: Harness) -> None:
+    if h.adapter == "django-async":
+        pytest.skip("Django's AsyncClient decodes the path as latin-1 (its own router 404s it)")
+    h.app().get("/caf%C3%A9?n=utf8", {"Host": "shop.example:8080"})
+    page = h.page_for("utf8")
+    assert page["properties"]["path"] == "/café" == page["context"]["page"]["path"]
+    assert page["properties"]["url"] == "http://shop.example:8080/café?n=utf8"
 
 
 # ---------------------------------------------------------------------- context.ip
@@ -325,6 +343,25 @@ def test_identify_traits_on_log_in(h_login: Harness, traits: Any) -> None:
     assert identify["traits"] == expected
 
 
+def test_identify_traits_that_raise_send_the_identify_without_traits(
+    h_login: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = h_login.app(identify_traits=matrix_hooks.raising_hook)
+    assert app.get("/login?n=login").status == 200
+    (identify,) = [m for m in h_login.messages() if m["type"] == "identify"]
+    assert identify["traits"] == {}
+    assert "IDENTIFY_TRAITS raised RuntimeError" in caplog.text and "jane@example.com" not in caplog.text
+
+
+def test_identify_traits_that_cannot_be_sent_skip_the_identify(
+    h_login: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = h_login.app(identify_traits=lambda user: {"bad": object()})
+    assert app.get("/login?n=login").status == 200
+    assert [m["type"] for m in h_login.messages()] == ["page"]
+    assert "identify on log-in skipped" in caplog.text and "bad" in caplog.text
+
+
 def test_before_send_enriches(h: Harness) -> None:
     h.app(before_send=[matrix_hooks.enrich]).get("/track?n=e")
     messages = h.messages()
@@ -378,3 +415,28 @@ def test_no_write_key_writes_to_the_local_store(h: Harness, tmp_path: Any) -> No
     messages = [json.loads(line) for line in listed.splitlines() if line.strip()]
     assert sorted(m["type"] for m in messages) == ["page", "track"]
     assert {m["anonymousId"] for m in messages} and len({m["anonymousId"] for m in messages}) == 1
+
+
+# ---------------------------------------------------------------------- our own failures
+@pytest.mark.parametrize("step", ["begin", "end"])
+def test_our_own_failure_never_breaks_the_request(
+    h: Harness, step: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever goes wrong inside the package, the app's response is unchanged and the
+    failure is logged. (The one test here that reaches inside: nothing public can make
+    the core fail.)"""
+    from segment_middleware.core import Runtime
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("segment internals broke")
+
+    app = h.app()
+    monkeypatch.setattr(Runtime, step, broken)
+    for path in ("/?n=ours", "/track?n=ours"):
+        response = app.get(path)
+        assert response.status == 200 and response.cookie("ajs_anonymous_id") is None
+    assert app.get("/boom?n=boom").status == 500
+    monkeypatch.undo()
+    assert h.pages() == []
+    assert "segment internals broke" in caplog.text
+    assert f"could not {'start' if step == 'begin' else 'finish'} tracking" in caplog.text

@@ -17,6 +17,10 @@ def track(request):
     return HttpResponse("tracked")
 
 
+def boom(request):
+    raise RuntimeError("matrix boom")
+
+
 def do_login(request):
     user, _ = User.objects.get_or_create(username="matrix-user")
     login(request, user)
@@ -28,4 +32,6 @@ urlpatterns = [
     path("track", track, name="matrix-track"),
     path("login", do_login, name="matrix-login"),
     path("health", home, name="matrix-health"),
+    path("boom", boom, name="matrix-boom"),
+    path("café", home, name="matrix-cafe"),
 ]
