@@ -24,6 +24,10 @@ import segment_middleware
 class Response:
     status: int
     set_cookies: list[str]
+    headers: list[tuple[str, str]] = field(default_factory=list)  # all but Set-Cookie
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
 
     def cookie(self, name: str) -> dict[str, str] | None:
         """The ``Set-Cookie`` for ``name`` as {"value": ..., attribute (lowercase): value}."""
@@ -45,15 +49,23 @@ class App:
     """An app with the middleware, ready to take requests."""
 
     name: str
-    send: Callable[[str, str, Mapping[str, str]], Response]
+    send: Callable[[str, str, Mapping[str, str], bool], Response]
     can_login: bool
     closers: list[Callable[[], None]] = field(default_factory=list)
 
-    def get(self, path: str, headers: Mapping[str, str] | None = None) -> Response:
-        return self.send("GET", path, headers or {})
+    def get(self, path: str, headers: Mapping[str, str] | None = None, *, https: bool = False) -> Response:
+        return self.send("GET", path, headers or {}, https)
 
     def post(self, path: str, headers: Mapping[str, str] | None = None) -> Response:
-        return self.send("POST", path, headers or {})
+        return self.send("POST", path, headers or {}, False)
+
+
+def _split(pairs: Any) -> tuple[list[str], list[tuple[str, str]]]:
+    """(Set-Cookie values, the other headers) of a response's header pairs."""
+    pairs = [(str(k), str(v)) for k, v in pairs]
+    return [v for k, v in pairs if k.lower() == "set-cookie"], [
+        (k, v) for k, v in pairs if k.lower() != "set-cookie"
+    ]
 
 
 def _settle() -> None:
@@ -74,7 +86,7 @@ def _django(settings: Mapping[str, Any], is_async: bool) -> App:
     )
     override.enable()
 
-    def send(method: str, path: str, headers: Mapping[str, str]) -> Response:
+    def send(method: str, path: str, headers: Mapping[str, str], https: bool) -> Response:
         # A fresh client: no cookie jar carried over; a view's error becomes a 500 response.
         client: Any = (AsyncClient if is_async else Client)(raise_request_exception=False)
         headers = dict(headers)
@@ -84,8 +96,10 @@ def _django(settings: Mapping[str, Any], is_async: bool) -> App:
                 name, _, value = pair.strip().partition("=")
                 client.cookies[name] = value
         call = getattr(client, method.lower())
-        response = asyncio.run(call(path, headers=headers)) if is_async else call(path, headers=headers)
-        return Response(response.status_code, [m.OutputString() for m in response.cookies.values()])
+        kwargs = {"headers": headers, "secure": https}
+        response = asyncio.run(call(path, **kwargs)) if is_async else call(path, **kwargs)
+        cookies = [m.OutputString() for m in response.cookies.values()]
+        return Response(response.status_code, cookies, list(response.items()))
 
     return App("django-async" if is_async else "django", send, can_login=True, closers=[override.disable])
 
@@ -138,9 +152,10 @@ def _flask(settings: Mapping[str, Any]) -> App:
     Segment(app)
     client = app.test_client(use_cookies=False)
 
-    def send(method: str, path: str, headers: Mapping[str, str]) -> Response:
-        response = client.open(path, method=method, headers=dict(headers))
-        return Response(response.status_code, response.headers.getlist("Set-Cookie"))
+    def send(method: str, path: str, headers: Mapping[str, str], https: bool) -> Response:
+        base = "https://localhost" if https else "http://localhost"
+        response = client.open(path, method=method, headers=dict(headers), base_url=base)
+        return Response(response.status_code, *_split(response.headers.items()))
 
     return App("flask", send, can_login=True)
 
@@ -164,17 +179,18 @@ def _asgi(settings: Mapping[str, Any]) -> App:
 
     app = SegmentMiddleware(_asgi_inner, **settings)
 
-    async def go(method: str, path: str, headers: Mapping[str, str]) -> Response:
+    async def go(method: str, path: str, headers: Mapping[str, str], https: bool) -> Response:
         transport = httpx.ASGITransport(  # a server answers 500 when the app raises
             app=app,  # type: ignore[arg-type]
             client=("127.0.0.1", 50000),
             raise_app_exceptions=False,
         )
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        base = "https://testserver" if https else "http://testserver"
+        async with httpx.AsyncClient(transport=transport, base_url=base) as client:
             response = await client.request(method, path, headers=dict(headers))
-        return Response(response.status_code, response.headers.get_list("set-cookie"))
+        return Response(response.status_code, *_split(response.headers.multi_items()))
 
-    return App("asgi", lambda m, p, h: asyncio.run(go(m, p, h)), can_login=False)
+    return App("asgi", lambda m, p, h, s: asyncio.run(go(m, p, h, s)), can_login=False)
 
 
 # ---------------------------------------------------------------------- plain WSGI
@@ -194,13 +210,16 @@ def _wsgi(settings: Mapping[str, Any]) -> App:
 
     client = Client(SegmentWSGIMiddleware(_wsgi_inner, **settings), use_cookies=False)
 
-    def send(method: str, path: str, headers: Mapping[str, str]) -> Response:
+    def send(method: str, path: str, headers: Mapping[str, str], https: bool) -> Response:
         environ = {"REMOTE_ADDR": "127.0.0.1"}  # what a server sets; werkzeug's bare client does not
+        base = "https://localhost" if https else "http://localhost"
         try:
-            response = client.open(path, method=method, headers=dict(headers), environ_base=environ)
+            response = client.open(
+                path, method=method, headers=dict(headers), environ_base=environ, base_url=base
+            )
         except RuntimeError:  # the app raised: a WSGI server answers 500
             return Response(500, [])
-        return Response(response.status_code, response.headers.getlist("Set-Cookie"))
+        return Response(response.status_code, *_split(response.headers.items()))
 
     return App("wsgi", send, can_login=False)
 

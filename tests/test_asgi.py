@@ -202,6 +202,78 @@ def test_user_identity_then_display_name() -> None:
     assert asgi_user_id({"user": UnauthenticatedUser()}) is None
     assert asgi_user_id({}) is None
 
+    class NoIdentity(BaseUser):  # BaseUser.identity raises NotImplementedError
+        is_authenticated = True
+        display_name = "only-a-name"
+
+    assert asgi_user_id({"user": NoIdentity()}) == "only-a-name"
+
+
+async def _call(app: Any, scope: dict[str, Any]) -> list[dict[str, Any]]:
+    """One raw ASGI request; the messages the app sent."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent
+
+
+def _scope(headers: list[tuple[bytes, bytes]], **extra: Any) -> dict[str, Any]:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "2",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/",
+        "raw_path": b"/",
+        "root_path": "",
+        "query_string": b"n=raw",
+        "headers": headers,
+        "client": ("127.0.0.1", 5000),
+        "server": ("shop.example", 8080),
+    }
+    scope.update(extra)
+    return scope
+
+
+def test_raw_scopes_split_cookies_server_and_scheme(
+    receiver: SegmentReceiver, tmp_path: Path, cleanup: list[Any]
+) -> None:
+    """HTTP/2 may send several cookie headers; no Host header means the server's address;
+    the scope's scheme makes the url and the cookie's Secure flag."""
+    app = make_app(receiver, tmp_path)
+    split = [(b"cookie", b"ajs_anonymous_id=%22split-id%22"), (b"cookie", b"other=1")]
+    first = asyncio.run(_call(app, _scope(split)))
+    assert not [h for h in first[0]["headers"] if h[0] == b"set-cookie"], "the first header's id was read"
+    second = asyncio.run(_call(app, _scope([], scheme="https", server=("secure.example", 443))))
+    (cookie,) = [v for k, v in second[0]["headers"] if k == b"set-cookie"]
+    assert cookie.endswith(b"; Secure")
+    messages = flushed(app, receiver, cleanup)
+    urls = {p["anonymousId"]: p["properties"]["url"] for p in pages(messages)}
+    assert urls["split-id"] == "http://shop.example:8080/?n=raw"
+    assert [u for a, u in urls.items() if a != "split-id"] == ["https://secure.example/?n=raw"]
+
+
+def test_page_name_is_the_route_name(receiver: SegmentReceiver, tmp_path: Path, cleanup: list[Any]) -> None:
+    app = Starlette(
+        routes=[Route("/named", home, name="the-route-name")],
+        middleware=[
+            Middleware(
+                SegmentMiddleware, write_key=WRITE_KEY, host=receiver.url, local_store=str(tmp_path / "s.db")
+            )
+        ],
+    )
+    with TestClient(app) as client:
+        client.get("/named")
+    (page,) = pages(flushed(app, receiver, cleanup))
+    assert page["name"] == "the-route-name"
+
 
 def test_view_that_raises_gets_500_page_and_error_propagates(
     receiver: SegmentReceiver, tmp_path: Path, cleanup: list[Any]

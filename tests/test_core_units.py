@@ -1115,3 +1115,10 @@ def test_whitespace_only_ids_are_ignored(raw: str) -> None:
     from segment_middleware.identity import parse_anonymous_id as parse
 
     assert parse(raw) is None
+
+
+def test_tracker_arguments_are_checked_naming_the_field(local_runtime: Runtime) -> None:
+    with pytest.raises(TypeError, match=r"^anonymous_id must be"):
+        local_runtime.tracker(anonymous_id=1.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^user_id must be"):
+        local_runtime.tracker(user_id=[1])

@@ -280,15 +280,18 @@ def test_shutdown_timeout_bounds_the_exit_and_spools_the_rest(
 ) -> None:
     receiver.slow(30)
     body = """
-    t.track("At Exit", {"i": 1})
-    time.sleep(0.3)  # the sender is now waiting on the endpoint
+    for i in range(3):
+        t.track("At Exit", {"i": i})
+    time.sleep(0.3)  # one batch (FLUSH_AT=1) now waits on the endpoint, two are still queued
     """
-    result = run(body, {**base, "shutdown_timeout": shutdown_timeout, "timeout": 15}, tmp_path)
+    settings = {**base, "shutdown_timeout": shutdown_timeout, "timeout": 15, "flush_at": 1}
+    result = run(body, settings, tmp_path)
     assert result.ended_at is not None
     exit_took = result.exited_at - result.ended_at
     assert shutdown_timeout * 0.5 <= exit_took <= shutdown_timeout + 3.0, exit_took
-    assert [m["event"] for m in stored(Path(base["local_store"]))] == ["At Exit"]
-    assert any("1 message(s) not delivered" in line for line in result.log), result.log
+    assert sorted(m["properties"]["i"] for m in stored(Path(base["local_store"]))) == [0, 1, 2]
+    spooled = [re.search(r"(\d+) message\(s\) not delivered", line) for line in result.log]
+    assert sum(int(m.group(1)) for m in spooled if m) == 3, result.log
 
 
 def test_spool_false_counts_failed_and_keeps_nothing(

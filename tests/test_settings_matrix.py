@@ -202,6 +202,18 @@ def test_cookie_attributes(h: Harness, settings: dict[str, Any], domain: str | N
     assert cookie["value"] == f"%22{h.page_for('new')['anonymousId']}%22"
 
 
+def test_https_gives_a_secure_cookie_and_an_https_url(h: Harness) -> None:
+    cookie = h.app().get("/?n=s", https=True).cookie("ajs_anonymous_id")
+    assert cookie is not None and "secure" in cookie
+    assert h.page_for("s")["properties"]["url"].startswith("https://")
+
+
+def test_a_new_visitors_response_keeps_the_apps_own_headers(h: Harness) -> None:
+    response = h.app().get("/?n=new")
+    assert response.cookie("ajs_anonymous_id") is not None
+    assert (response.header("Content-Type") or "").startswith("text/")
+
+
 # ---------------------------------------------------------------------- the userId
 @pytest.mark.parametrize(
     "hook", [matrix_hooks.user_from_header, "matrix_hooks.user_from_header"], ids=["callable", "dotted"]
