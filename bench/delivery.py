@@ -30,8 +30,7 @@ def start_receiver() -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "segment_middleware.testing",
+            str(Path(__file__).resolve().parent.parent / "tests" / "segment_receiver.py"),
             "--port",
             "0",
             "--write-key",

@@ -53,6 +53,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT / "tests"))  # the test suite's receiver (segment_receiver)
+RECEIVER_SCRIPT = str(ROOT / "tests" / "segment_receiver.py")
 
 import djbench  # noqa: E402
 
@@ -130,7 +132,7 @@ sdk_flush = djbench.sdk_flush
 #: "stock": the test receiver exactly as shipped.
 RECEIVER_KIND = "raw"
 NODELAY_RECEIVER = (
-    "import sys, segment_middleware.testing as t; "
+    f"import sys; sys.path.insert(0, {str(ROOT / 'tests')!r}); import segment_receiver as t; "
     "t._Handler.disable_nagle_algorithm = True; sys.exit(t.main())"
 )
 
@@ -139,7 +141,9 @@ NODELAY_RECEIVER = (
 #: messageIds and distinct ``context.page.path`` values, so that "one page call per
 #: request" is checked exactly (part 4).
 DETAIL_RECEIVER = (
-    "import sys, json, collections, segment_middleware.testing as t\n"
+    "import sys, json, collections\n"
+    f"sys.path.insert(0, {str(ROOT / 'tests')!r})\n"
+    "import segment_receiver as t\n"
     "t._Handler.disable_nagle_algorithm = {nodelay}\n"
     "_stop = t.SegmentReceiver.stop\n"
     "def stop(self):\n"
@@ -163,7 +167,7 @@ class Receiver:
         elif detail:
             launch = ["-c", DETAIL_RECEIVER.format(nodelay=RECEIVER_KIND == "full")]
         elif RECEIVER_KIND == "stock":
-            launch = ["-m", "segment_middleware.testing"]
+            launch = [RECEIVER_SCRIPT]
         else:
             launch = ["-c", NODELAY_RECEIVER]
         argv = [

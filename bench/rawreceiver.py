@@ -1,6 +1,6 @@
 """A lean Segment-compatible ``/v1/batch`` endpoint for benchmarks: keep the bytes, parse later.
 
-The package's test receiver (``segment_middleware.testing``) decodes, validates and records
+The test suite's receiver (``tests/segment_receiver.py``) decodes, validates and records
 every batch as it arrives: about 38 µs of CPU per message on a 2-core machine, as much as
 the sender being measured. In a benchmark that CPU is taken from the two cores the
 measured process needs, so it inflates the wall-clock overhead of every stack that sends
@@ -25,9 +25,11 @@ import json
 import socket
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
-from segment_middleware.testing import exit_signal_event, wait_for_signal
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from segment_receiver import exit_signal_event, wait_for_signal
 
 OK = b'{"success":true}'
 

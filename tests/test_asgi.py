@@ -18,6 +18,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("httpx")
 
 from helpers import WRITE_KEY
+from segment_receiver import SegmentReceiver
 from starlette.applications import Starlette
 from starlette.authentication import (
     AuthCredentials,
@@ -37,7 +38,6 @@ from starlette.websockets import WebSocket
 import segment_middleware
 from segment_middleware import SettingsError
 from segment_middleware.asgi import SegmentMiddleware, asgi_user_id
-from segment_middleware.testing import SegmentReceiver
 
 produced: list[int] = []
 

@@ -33,11 +33,11 @@ from urllib.parse import urlsplit
 
 import pytest
 from helpers import WRITE_KEY
+from segment_receiver import SegmentReceiver
 from servers import ROOT, Server, gunicorn
 
 from segment_middleware.settings import Settings
 from segment_middleware.snippet import render_snippet
-from segment_middleware.testing import SegmentReceiver
 
 PACKAGE = ROOT / "tests" / "browser" / "node_modules" / "@segment" / "analytics-next"
 UMD = PACKAGE / "dist" / "umd"

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 from helpers import WRITE_KEY
+from segment_receiver import SegmentReceiver
 
 from segment_middleware.store import LOCAL, SPOOL, Store
-from segment_middleware.testing import SegmentReceiver
 
 BIN = Path(sys.executable).parent
 

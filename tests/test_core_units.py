@@ -22,6 +22,7 @@ import pytest
 from helpers import WRITE_KEY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from segment_receiver import SegmentReceiver
 
 from segment_middleware import core
 from segment_middleware.context import (
@@ -46,7 +47,6 @@ from segment_middleware.identity import (
 from segment_middleware.jsonable import jsonable
 from segment_middleware.settings import DEFAULT_REDACT, Settings, SettingsError
 from segment_middleware.store import LOCAL, SPOOL, Store
-from segment_middleware.testing import SegmentReceiver
 from segment_middleware.tracker import Tracker
 
 QUICK = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

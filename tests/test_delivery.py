@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from helpers import WRITE_KEY
+from segment_receiver import SegmentReceiver
 
 from segment_middleware.core import Runtime
 from segment_middleware.settings import Settings
 from segment_middleware.store import Store
-from segment_middleware.testing import SegmentReceiver
 
 
 def runtime(receiver: SegmentReceiver | None, store_path: str, **overrides: object) -> Runtime:

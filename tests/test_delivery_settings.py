@@ -25,9 +25,8 @@ from typing import Any
 
 import pytest
 from helpers import WRITE_KEY
+from segment_receiver import ReceivedRequest, SegmentReceiver
 from servers import BIN, ROOT
-
-from segment_middleware.testing import ReceivedRequest, SegmentReceiver
 
 PRELUDE = """
 import json, logging, os, sys, time

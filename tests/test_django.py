@@ -21,10 +21,10 @@ django.setup()
 from django.core.management import call_command  # noqa: E402
 from django.test import AsyncClient, Client, override_settings  # noqa: E402
 from helpers import WRITE_KEY  # noqa: E402
+from segment_receiver import SegmentReceiver  # noqa: E402
 
 import segment_middleware  # noqa: E402
 from segment_middleware.django import conf  # noqa: E402
-from segment_middleware.testing import SegmentReceiver  # noqa: E402
 
 call_command("migrate", run_syncdb=True, verbosity=0)
 

@@ -19,10 +19,9 @@ import pytest
 pytest.importorskip("django")
 
 from helpers import WRITE_KEY
+from segment_receiver import SegmentReceiver
 from servers import ROOT, Server, gunicorn, uvicorn
 from visits import Visit, check_pages, drive, excluded_sends_nothing, visit
-
-from segment_middleware.testing import SegmentReceiver
 
 EXAMPLE = ROOT / "example_django"
 

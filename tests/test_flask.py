@@ -17,11 +17,11 @@ flask_login = pytest.importorskip("flask_login")
 
 from flask import Flask, g, request, stream_with_context  # noqa: E402
 from helpers import WRITE_KEY  # noqa: E402
+from segment_receiver import SegmentReceiver  # noqa: E402
 
 import segment_middleware  # noqa: E402
 from segment_middleware import SettingsError  # noqa: E402
 from segment_middleware.flask import Segment  # noqa: E402
-from segment_middleware.testing import SegmentReceiver  # noqa: E402
 
 
 def make_app(receiver: SegmentReceiver, tmp_path: Path, **config: Any) -> Flask:

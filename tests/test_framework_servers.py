@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 from helpers import WRITE_KEY
+from segment_receiver import SegmentReceiver
 from servers import ROOT, Server, gunicorn, uvicorn
 from visits import BROWSER, Visit, check_pages, cookie_id, drive, excluded_sends_nothing, visit
-
-from segment_middleware.testing import SegmentReceiver
 
 APPS = ROOT / "tests" / "apps"
 UVICORN_EXIT = (0, -signal.SIGTERM)  # uvicorn 0.29+ re-raises SIGTERM after a clean shutdown

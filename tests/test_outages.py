@@ -23,10 +23,10 @@ import pytest
 pytest.importorskip("django")
 
 from helpers import WRITE_KEY
+from segment_receiver import SegmentReceiver
 from servers import ROOT, Server, gunicorn
 
 from segment_middleware.store import Store
-from segment_middleware.testing import SegmentReceiver
 
 EXAMPLE = ROOT / "example_django"
 SHUTDOWN_TIMEOUT = 3.0

@@ -16,9 +16,8 @@ from urllib.parse import parse_qs
 
 import pytest
 from helpers import WRITE_KEY
+from segment_receiver import SegmentReceiver
 from servers import ROOT, Server, free_port, gunicorn, uvicorn
-
-from segment_middleware.testing import SegmentReceiver
 
 EXAMPLE = ROOT / "example_django"
 

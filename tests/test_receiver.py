@@ -1,4 +1,4 @@
-"""Tests for ``segment_middleware.testing.SegmentReceiver``.
+"""Tests for ``segment_receiver.SegmentReceiver`` (tests/segment_receiver.py).
 
 The receiver is the ground truth of every end-to-end test we (and our users) write, so it is tested
 against the real SDK request code (``segment.analytics.request.post`` and ``Client``) as well as plain
@@ -27,8 +27,7 @@ import pytest
 import requests
 from segment.analytics import Client
 from segment.analytics.request import APIError, parse_retry_after, post
-
-from segment_middleware.testing import MAX_BATCH_BYTES, ReceivedRequest, SegmentReceiver
+from segment_receiver import MAX_BATCH_BYTES, ReceivedRequest, SegmentReceiver
 
 KEY = "test-write-key"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -395,8 +394,7 @@ def test_cli_receives_and_prints_summary_on_sigterm() -> None:
     proc = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "segment_middleware.testing",
+            str(REPO_ROOT / "tests" / "segment_receiver.py"),
             "--port",
             "0",
             "--write-key",

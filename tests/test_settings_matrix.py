@@ -32,10 +32,10 @@ import matrix_hooks  # noqa: E402
 from adapters import ADAPTERS, App, running, settle  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from helpers import WRITE_KEY  # noqa: E402
+from segment_receiver import SegmentReceiver  # noqa: E402
 from servers import BIN  # noqa: E402
 
 import segment_middleware  # noqa: E402
-from segment_middleware.testing import SegmentReceiver  # noqa: E402
 
 call_command("migrate", run_syncdb=True, verbosity=0)
 

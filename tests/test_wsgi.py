@@ -10,9 +10,9 @@ from wsgiref.validate import validator
 
 import pytest
 from helpers import WRITE_KEY
+from segment_receiver import SegmentReceiver
 
 import segment_middleware
-from segment_middleware.testing import SegmentReceiver
 from segment_middleware.wsgi import SegmentWSGIMiddleware
 
 produced: list[int] = []

@@ -11,9 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
+from segment_receiver import SegmentReceiver
 from servers import Server
-
-from segment_middleware.testing import SegmentReceiver
 
 BROWSER = {
     "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) pytest",

@@ -9,17 +9,17 @@ about the SDK instead of the SDK. This module is that something: a small threade
 production - 5xx, 429 with Retry-After, slow answers, connection resets, refused connections and whole
 batches rejected because of one bad message - from any thread, while traffic is flowing.
 
-It is shipped inside the package (not only in ``tests/``) so that our users can test their own
-integration the same way, which is why it depends on nothing but the standard library::
+It is the test suite's and the benchmarks' (``bench/`` puts ``tests/`` on its path), not the
+package's: users import nothing from here. It depends on nothing but the standard library::
 
-    from segment_middleware.testing import SegmentReceiver
+    from segment_receiver import SegmentReceiver
 
     with SegmentReceiver(write_key="k") as receiver:
         client = segment.analytics.Client("k", host=receiver.url, sync_mode=True)
         client.track("user-1", "Signed Up")
         assert receiver.wait_for(1)[0]["event"] == "Signed Up"
 
-It also runs standalone for benchmarks: ``python -m segment_middleware.testing --port 0 --write-key K``.
+It also runs standalone for benchmarks: ``python tests/segment_receiver.py --port 0 --write-key K``.
 """
 
 from __future__ import annotations
@@ -826,7 +826,7 @@ def main(argv: list[str] | None = None) -> int:
     the summary to check how much arrived.
     """
     parser = argparse.ArgumentParser(
-        prog="python -m segment_middleware.testing",
+        prog="python tests/segment_receiver.py",
         description="Run a local Segment-compatible receiver (127.0.0.1) for tests and benchmarks.",
     )
     parser.add_argument("--port", type=int, default=0, help="port to bind (0 = any free port)")
