@@ -15,9 +15,9 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["Settings", "SettingsError", "load_callable"]
+__all__ = ["Problem", "Settings", "SettingsError", "load_callable", "problems"]
 
 DEFAULT_REDACT = (
     "token",
@@ -78,124 +78,6 @@ def load_callable(value: Any, name: str) -> Callable[..., Any] | None:
         if callable(obj):
             return obj  # type: ignore[no-any-return]
     raise SettingsError(f"{name}: must be a callable or a dotted path to one, got {type(value).__name__}")
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """Everything configurable, with the SDK's defaults for delivery.
-
-    Build it with :meth:`from_sources` (adapters do) or directly with keyword arguments.
-    """
-
-    write_key: str | None = dataclasses.field(default=None, repr=False)
-    host: str = "https://api.segment.io"
-    exclude_paths: tuple[str, ...] = ("/health", "/favicon.ico")
-    page_methods: tuple[str, ...] | None = None
-    anonymous_id_cookie: str = "ajs_anonymous_id"
-    anonymous_id_header: str = "X-Anonymous-Id"
-    set_cookie: bool = True
-    cookie_domain: str | None = None
-    cookie_max_age: int = 365 * 24 * 3600
-    user_id: Callable[[Any], str | None] | None = None
-    should_track: Callable[[Any], bool] | None = None
-    include_query_params: bool = False
-    redact_query_params: tuple[str, ...] = DEFAULT_REDACT
-    trusted_proxies: tuple[str, ...] = ()
-    anonymize_ip: bool = False
-    honor_gpc: bool = True
-    honor_dnt: bool = False
-    consent: Callable[[Any], Mapping[str, bool]] | None = None
-    identify_traits: Callable[[Any], Mapping[str, Any]] | None = None
-    tracking_plan: str | None = None
-    plan_violations: str = "warn"
-    before_send: tuple[Callable[[dict[str, Any]], dict[str, Any] | None], ...] = ()
-    integrations: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    flush_at: int = 100
-    flush_interval: float = 0.5
-    max_queue_size: int = 10000
-    max_retries: int = 10
-    timeout: float = 15.0
-    gzip: bool = False
-    shutdown_timeout: float = 5.0
-    spool: bool = True
-    auto_replay: bool = False
-    local_store: str = ".segment/events.sqlite3"
-    cdn_url: str = "https://cdn.segment.com"
-
-    # ---------------------------------------------------------------- construction
-    @classmethod
-    def names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
-
-    @classmethod
-    def from_sources(
-        cls,
-        explicit: Mapping[str, Any] | None = None,
-        framework: Mapping[str, Any] | None = None,
-        *,
-        style: str = "kwarg",
-        environ: Mapping[str, str] | None = None,
-    ) -> Settings:
-        """Merge explicit kwargs > framework config > environment, then validate.
-
-        ``framework`` keys are lowercase setting names (adapters translate their own
-        spelling); ``style`` only changes how errors name a setting.
-        """
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for field, var in ENV_VARS.items():
-            raw = env.get(var)
-            if raw is not None and raw != "":
-                values[field] = _split_list(raw) if field in ("exclude_paths", "trusted_proxies") else raw
-        for source in (framework or {}), (explicit or {}):
-            for key, value in source.items():
-                values[key] = value
-        unknown = sorted(set(values) - set(cls.names()))
-        if unknown:
-            raise SettingsError(f"{display_name(unknown[0], style)}: unknown setting")
-        return cls._validated(values, style)
-
-    @classmethod
-    def _validated(cls, values: dict[str, Any], style: str) -> Settings:
-        out: dict[str, Any] = {}
-        for key, value in values.items():
-            check = _CHECKS.get(key)
-            name = display_name(key, style)
-            try:
-                out[key] = check(value, name) if check else value
-            except SettingsError as exc:  # a key pasted into the wrong setting stays secret
-                key_text = values.get("write_key")
-                if isinstance(key_text, str) and len(key_text) >= 4 and key_text in str(exc):
-                    raise SettingsError(str(exc).replace(key_text, "<the write key>")) from None
-                raise
-        return cls(**out)
-
-    def replace(self, **changes: Any) -> Settings:
-        """A copy with some settings changed, validated like the rest."""
-        merged = {f: getattr(self, f) for f in self.names()}
-        merged.update(changes)
-        return type(self)._validated(merged, "kwarg")
-
-    # ---------------------------------------------------------------- derived facts
-    @property
-    def uses_store(self) -> bool:
-        """No write key: messages go to the embedded store instead of the network."""
-        return not self.write_key
-
-    def __repr__(self) -> str:  # pragma: no cover - trivial, but must never leak the key
-        key = "set" if self.write_key else "unset"
-        return f"Settings(write_key=<{key}>, host={self.host!r}, local_store={self.local_store!r})"
-
-
-def display_name(key: str, style: str) -> str:
-    upper = key.upper()
-    if style == "django":
-        return f"SEGMENT[{upper!r}]"
-    if style == "flask":
-        return f"SEGMENT_{upper}"
-    if style == "env":
-        return ENV_VARS.get(key, f"SEGMENT_{upper}")
-    return key
 
 
 # -------------------------------------------------------------------- validators
@@ -350,39 +232,189 @@ def _flush_at(value: Any, name: str) -> int:
     return int(number)
 
 
-_CHECKS: dict[str, Callable[[Any, str], Any]] = {
-    "write_key": _write_key,
-    "host": _host,
-    "cdn_url": _host,
-    "exclude_paths": _paths,
-    "page_methods": _methods,
-    "anonymous_id_cookie": _token(_COOKIE_NAME, "cookie name"),
-    "anonymous_id_header": _token(_HEADER_NAME, "header name"),
-    "set_cookie": _bool,
-    "cookie_domain": _optional_str,
-    "cookie_max_age": _number(int, 0),
-    "user_id": _callable,
-    "should_track": _callable,
-    "include_query_params": _bool,
-    "redact_query_params": _redact,
-    "trusted_proxies": _proxies,
-    "anonymize_ip": _bool,
-    "honor_gpc": _bool,
-    "honor_dnt": _bool,
-    "consent": _callable,
-    "identify_traits": _callable,
-    "tracking_plan": _not_yet("tracking plans", None),
-    "plan_violations": _not_yet("tracking plans", "warn"),
-    "before_send": _callables,
-    "integrations": _mapping,
-    "flush_at": _flush_at,
-    "flush_interval": _number(float, 0, inclusive=False),
-    "max_queue_size": _number(int, 1),
-    "max_retries": _number(int, 0),
-    "timeout": _number(float, 0, inclusive=False),
-    "gzip": _bool,
-    "shutdown_timeout": _number(float, 0),
-    "spool": _bool,
-    "auto_replay": _bool,
-    "local_store": _token(re.compile(r"^[^\x00]+$"), "file path"),
-}
+# -------------------------------------------------------------------- the table
+def _setting(
+    error_id: str,
+    check: Callable[[Any, str], Any],
+    default: Any = dataclasses.MISSING,
+    *,
+    factory: Callable[[], Any] | None = None,
+    readme: bool = True,
+    secret: bool = False,
+) -> Any:
+    """One row of the settings table: the default, the check that validates (and
+    normalises) a value, the stable id the Django system check reports it under, and
+    whether the README's settings table lists it (a test holds the README to this)."""
+    metadata = {"check": check, "id": f"segment.{error_id}", "readme": readme}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata, repr=not secret)
+    return dataclasses.field(default=default, metadata=metadata, repr=not secret)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything configurable, with the SDK's defaults for delivery: one row per setting.
+
+    However it is built (``Settings(...)``, :meth:`from_sources`, :meth:`replace`), every
+    value is validated and normalised at construction; the request path never checks again.
+    """
+
+    write_key: str | None = _setting("E001", _write_key, None, secret=True)
+    host: str = _setting("E002", _host, "https://api.segment.io")
+    exclude_paths: tuple[str, ...] = _setting("E003", _paths, ("/health", "/favicon.ico"))
+    page_methods: tuple[str, ...] | None = _setting("E004", _methods, None)
+    anonymous_id_cookie: str = _setting("E005", _token(_COOKIE_NAME, "cookie name"), "ajs_anonymous_id")
+    anonymous_id_header: str = _setting("E006", _token(_HEADER_NAME, "header name"), "X-Anonymous-Id")
+    set_cookie: bool = _setting("E007", _bool, True)
+    cookie_domain: str | None = _setting("E008", _optional_str, None)
+    cookie_max_age: int = _setting("E009", _number(int, 0), 365 * 24 * 3600)
+    user_id: Callable[[Any], str | None] | None = _setting("E010", _callable, None)
+    should_track: Callable[[Any], bool] | None = _setting("E011", _callable, None)
+    include_query_params: bool = _setting("E012", _bool, False)
+    redact_query_params: tuple[str, ...] = _setting("E013", _redact, DEFAULT_REDACT)
+    trusted_proxies: tuple[str, ...] = _setting("E014", _proxies, ())
+    anonymize_ip: bool = _setting("E015", _bool, False)
+    honor_gpc: bool = _setting("E016", _bool, True)
+    honor_dnt: bool = _setting("E017", _bool, False)
+    consent: Callable[[Any], Mapping[str, bool]] | None = _setting("E018", _callable, None)
+    identify_traits: Callable[[Any], Mapping[str, Any]] | None = _setting("E019", _callable, None)
+    tracking_plan: str | None = _setting("E020", _not_yet("tracking plans", None), None, readme=False)
+    plan_violations: str = _setting("E021", _not_yet("tracking plans", "warn"), "warn", readme=False)
+    before_send: tuple[Callable[[dict[str, Any]], dict[str, Any] | None], ...] = _setting(
+        "E022", _callables, ()
+    )
+    integrations: Mapping[str, Any] = _setting("E023", _mapping, factory=dict)
+    flush_at: int = _setting("E024", _flush_at, 100)
+    flush_interval: float = _setting("E025", _number(float, 0, inclusive=False), 0.5)
+    max_queue_size: int = _setting("E026", _number(int, 1), 10000)
+    max_retries: int = _setting("E027", _number(int, 0), 10)
+    timeout: float = _setting("E028", _number(float, 0, inclusive=False), 15.0)
+    gzip: bool = _setting("E029", _bool, False)
+    shutdown_timeout: float = _setting("E030", _number(float, 0), 5.0)
+    spool: bool = _setting("E031", _bool, True)
+    auto_replay: bool = _setting("E032", _bool, False)
+    local_store: str = _setting(
+        "E033", _token(re.compile(r"^[^\x00]+$"), "file path"), ".segment/events.sqlite3"
+    )
+    cdn_url: str = _setting("E034", _host, "https://cdn.segment.com")
+
+    def __post_init__(self) -> None:
+        values, problems = check_values(
+            {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, "kwarg"
+        )
+        if problems:
+            raise SettingsError(problems[0].message)
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_sources(
+        cls,
+        explicit: Mapping[str, Any] | None = None,
+        framework: Mapping[str, Any] | None = None,
+        *,
+        style: str = "kwarg",
+        environ: Mapping[str, str] | None = None,
+    ) -> Settings:
+        """Merge explicit kwargs > framework config > environment, then validate.
+
+        ``framework`` keys are lowercase setting names (adapters translate their own
+        spelling); ``style`` only changes how errors name a setting. Raises the first
+        problem; :func:`problems` lists them all.
+        """
+        values, found = check_values(merge_sources(explicit, framework, environ), style)
+        if found:
+            raise SettingsError(found[0].message)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some settings changed, validated like the rest."""
+        return dataclasses.replace(self, **changes)
+
+    # ---------------------------------------------------------------- derived facts
+    @property
+    def uses_store(self) -> bool:
+        """No write key: messages go to the embedded store instead of the network."""
+        return not self.write_key
+
+    def __repr__(self) -> str:  # pragma: no cover - trivial, but must never leak the key
+        key = "set" if self.write_key else "unset"
+        return f"Settings(write_key=<{key}>, host={self.host!r}, local_store={self.local_store!r})"
+
+
+class Problem(NamedTuple):
+    """One invalid setting: its stable id (``segment.E0NN``) and the message naming it."""
+
+    id: str
+    message: str
+
+
+UNKNOWN_ID = "segment.E000"
+
+
+def merge_sources(
+    explicit: Mapping[str, Any] | None,
+    framework: Mapping[str, Any] | None,
+    environ: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    """Explicit kwargs > framework config > the environment variables SPEC 2 names."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for field, var in ENV_VARS.items():
+        raw = env.get(var)
+        if raw is not None and raw != "":
+            values[field] = _split_list(raw) if field in ("exclude_paths", "trusted_proxies") else raw
+    for source in (framework or {}), (explicit or {}):
+        values.update(source)
+    return values
+
+
+def check_values(values: Mapping[str, Any], style: str) -> tuple[dict[str, Any], list[Problem]]:
+    """Every value validated and normalised by its row's check; every problem found."""
+    rows = {f.name: f for f in dataclasses.fields(Settings)}
+    key_text = values.get("write_key")
+    out: dict[str, Any] = {}
+    found = [
+        Problem(UNKNOWN_ID, f"{display_name(key, style)}: unknown setting")
+        for key in values
+        if key not in rows
+    ]
+    for key, value in values.items():
+        row = rows.get(key)
+        if row is None:
+            continue
+        try:
+            out[key] = row.metadata["check"](value, display_name(key, style))
+        except SettingsError as exc:
+            message = str(exc)
+            if isinstance(key_text, str) and len(key_text) >= 4:  # a key pasted into the wrong setting
+                message = message.replace(key_text, "<the write key>")
+            found.append(Problem(row.metadata["id"], message))
+    return out, found
+
+
+def problems(
+    explicit: Mapping[str, Any] | None = None,
+    framework: Mapping[str, Any] | None = None,
+    *,
+    style: str = "kwarg",
+    environ: Mapping[str, str] | None = None,
+) -> list[Problem]:
+    """Every invalid setting in these sources, each with its stable id (Django's checks)."""
+    return check_values(merge_sources(explicit, framework, environ), style)[1]
+
+
+def display_name(key: str, style: str) -> str:
+    upper = key.upper()
+    if style == "django":
+        return f"SEGMENT[{upper!r}]"
+    if style == "flask":
+        return f"SEGMENT_{upper}"
+    if style == "env":
+        return ENV_VARS.get(key, f"SEGMENT_{upper}")
+    return key

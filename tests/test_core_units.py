@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 import json
@@ -1122,3 +1123,30 @@ def test_tracker_arguments_are_checked_naming_the_field(local_runtime: Runtime) 
         local_runtime.tracker(anonymous_id=1.5)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"^user_id must be"):
         local_runtime.tracker(user_id=[1])
+
+
+def test_settings_built_directly_are_validated_and_normalised(store_path: str) -> None:
+    s = Settings(exclude_paths=["/x"], page_methods=["get"], local_store=store_path)  # type: ignore[arg-type]
+    assert s.exclude_paths == ("/x",) and s.page_methods == ("GET",)
+    runtime = Runtime(s)
+    assert not runtime.tracks("/x/y", "GET") and runtime.tracks("/a", "GET")
+    assert not runtime.tracks("/a", "POST")
+    runtime.delivery.shutdown(1)
+    with pytest.raises(SettingsError, match=r"^flush_at: "):
+        Settings(flush_at=0)
+    with pytest.raises(SettingsError, match=r"^flush_at: "):
+        Settings().replace(flush_at=0)
+
+
+def test_the_readme_settings_table_lists_every_setting() -> None:
+    """The table in README.md and the Settings rows are one list: a new setting needs its row."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme.split("| setting | default | meaning |", 1)[1].split("\n\n", 1)[0]
+    documented = set()
+    for line in table.splitlines()[2:]:
+        first_cell = line.split("|")[1]
+        documented |= {n for n in re.findall(r"`([A-Z_]+)`", first_cell) if not n.startswith("SEGMENT_")}
+    rows = {f.name.upper() for f in dataclasses.fields(Settings) if f.metadata["readme"]}
+    assert documented == rows
+    ids = [f.metadata["id"] for f in dataclasses.fields(Settings)]
+    assert len(set(ids)) == len(ids) and all(re.fullmatch(r"segment\.E0\d\d", i) for i in ids)

@@ -281,10 +281,12 @@ def test_middleware_is_sync_and_async_capable() -> None:
 def test_system_checks_report_bad_settings_and_order() -> None:
     from django.core.checks import run_checks
 
-    with override_settings(SEGMENT={"FLUSH_AT": "lots"}):
-        errors = [e for e in run_checks() if e.id.startswith("segment_middleware")]
-    assert [e.id for e in errors] == ["segment_middleware.E001"]
-    assert "SEGMENT['FLUSH_AT']" in errors[0].msg
+    with override_settings(SEGMENT={"FLUSH_AT": "lots", "HOST": "ftp://x", "NOPE": 1}):
+        errors = [e for e in run_checks() if e.id.startswith("segment.")]
+    by_id = {e.id: e.msg for e in errors}
+    assert sorted(by_id) == ["segment.E000", "segment.E002", "segment.E024"], "every bad setting, each its id"
+    assert "SEGMENT['FLUSH_AT']" in by_id["segment.E024"] and "SEGMENT['HOST']" in by_id["segment.E002"]
+    assert by_id["segment.E000"] == "SEGMENT['NOPE']: unknown setting"
     from django.conf import settings
 
     misordered = [
@@ -293,12 +295,15 @@ def test_system_checks_report_bad_settings_and_order() -> None:
         "django.contrib.auth.middleware.AuthenticationMiddleware",
     ]
     with override_settings(MIDDLEWARE=misordered):
-        errors = [e for e in run_checks() if e.id.startswith("segment_middleware")]
-    assert [e.id for e in errors] == ["segment_middleware.E002"]
+        errors = [e for e in run_checks() if e.id.startswith("segment.")]
+    assert [e.id for e in errors] == ["segment.E100"]
     assert settings.MIDDLEWARE[-1] == "segment_middleware.django.SegmentMiddleware"
     with override_settings(SEGMENT={"WRITE_KEY": 12345}):
-        errors = [e for e in run_checks() if e.id.startswith("segment_middleware")]
-    assert errors and "12345" not in errors[0].msg
+        errors = [e for e in run_checks() if e.id.startswith("segment.")]
+    assert [e.id for e in errors] == ["segment.E001"] and "12345" not in errors[0].msg
+    with override_settings(SEGMENT=["not", "a", "dict"]):
+        errors = [e for e in run_checks() if e.id.startswith("segment.")]
+    assert [e.id for e in errors] == ["segment.E000"] and "must be a dict" in errors[0].msg
 
 
 def test_bad_settings_fail_at_startup_without_leaking_key() -> None:

@@ -7,8 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
-from ..settings import SettingsError
-from .conf import load_settings
+from .conf import setting_problems
 
 OURS = "segment_middleware.django.SegmentMiddleware"
 AUTH = "django.contrib.auth.middleware.AuthenticationMiddleware"
@@ -16,11 +15,10 @@ AUTH = "django.contrib.auth.middleware.AuthenticationMiddleware"
 
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
-    try:
-        load_settings()
-    except SettingsError as exc:
-        return [Error(str(exc), hint="See the settings table in the README.", id="segment_middleware.E001")]
-    return []
+    """Every invalid setting, each under its own stable id (``segment.E001`` is WRITE_KEY,
+    ``segment.E000`` an unknown key; the ids are in ``settings.Settings``)."""
+    hint = "See the settings table in the README."
+    return [Error(problem.message, hint=hint, id=problem.id) for problem in setting_problems()]
 
 
 @register(Tags.compatibility)
@@ -31,7 +29,7 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             Warning(
                 f"{OURS} is not in MIDDLEWARE, so no page calls are sent.",
                 hint=f"Add {OURS!r} to MIDDLEWARE, after {AUTH!r}.",
-                id="segment_middleware.W001",
+                id="segment.W100",
             )
         ]
     if AUTH in middleware and middleware.index(OURS) < middleware.index(AUTH):
@@ -39,7 +37,7 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             Error(
                 f"{OURS} comes before {AUTH}, so it cannot see the logged-in user.",
                 hint=f"Move {OURS!r} after {AUTH!r} in MIDDLEWARE.",
-                id="segment_middleware.E002",
+                id="segment.E100",
             )
         ]
     return []

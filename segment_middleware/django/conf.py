@@ -9,14 +9,14 @@ from typing import Any
 from django.core.signals import setting_changed
 
 from ..core import Runtime
-from ..settings import Settings, SettingsError
+from ..settings import UNKNOWN_ID, Problem, Settings, SettingsError, problems
 
 _runtime: Runtime | None = None
 _lock = threading.Lock()
 
 
-def load_settings() -> Settings:
-    """Validate ``settings.SEGMENT``; raises SettingsError naming the bad key."""
+def _framework_values() -> dict[str, Any]:
+    """``settings.SEGMENT`` with lowercase keys; SettingsError if it is not a dict of them."""
     from django.conf import settings as django_settings
 
     raw = getattr(django_settings, "SEGMENT", None) or {}
@@ -27,7 +27,21 @@ def load_settings() -> Settings:
         if not isinstance(key, str):
             raise SettingsError(f"SEGMENT: keys must be strings, got {key!r}")
         framework[key.lower()] = value
-    return Settings.from_sources(None, framework, style="django")
+    return framework
+
+
+def load_settings() -> Settings:
+    """Validate ``settings.SEGMENT``; raises SettingsError naming the first bad key."""
+    return Settings.from_sources(None, _framework_values(), style="django")
+
+
+def setting_problems() -> list[Problem]:
+    """Every invalid key of ``settings.SEGMENT`` (and the environment), each with its id."""
+    try:
+        framework = _framework_values()
+    except SettingsError as exc:
+        return [Problem(UNKNOWN_ID, str(exc))]
+    return problems(None, framework, style="django")
 
 
 def get_runtime() -> Runtime:
