@@ -33,6 +33,7 @@ import io
 import json
 import signal
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -288,9 +289,16 @@ class SegmentReceiver:
     healthy and failing while a background SDK consumer is uploading).
     """
 
-    def __init__(self, write_key: str = "test-write-key", host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        write_key: str = "test-write-key",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.write_key = write_key
         self.host = host
+        self.tls = tls  # serve https with this server context
         self._requested_port = port
         self._port: int | None = None
         self._lock = threading.Lock()
@@ -351,7 +359,7 @@ class SegmentReceiver:
     @property
     def url(self) -> str:
         """Base URL to pass as the SDK's ``host`` (the SDK appends ``/v1/batch`` itself)."""
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     def _listen(self) -> None:
         """Bind a new listening socket (the same port once one was chosen) and serve it in a thread.
@@ -370,6 +378,8 @@ class SegmentReceiver:
                     raise
                 time.sleep(0.05)
         self._port = server.server_address[1]
+        if self.tls is not None:  # each accepted connection does its handshake at accept()
+            server.socket = self.tls.wrap_socket(server.socket, server_side=True)
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever,

@@ -15,10 +15,12 @@ import itertools
 import json
 import os
 import re
+import ssl
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,11 +59,13 @@ class Run:
         return "\n".join(self.log)
 
 
-def start(body: str, settings: dict[str, Any], tmp_path: Path) -> subprocess.Popen[str]:
+def start(
+    body: str, settings: dict[str, Any], tmp_path: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     script = tmp_path / "script.py"
     script.write_text(PRELUDE + textwrap.dedent(body) + '\nprint("END", time.monotonic(), flush=True)\n')
     path = os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "TEST_SETTINGS": json.dumps(settings), "PYTHONPATH": path}
+    env = {**os.environ, **(env or {}), "TEST_SETTINGS": json.dumps(settings), "PYTHONPATH": path}
     return subprocess.Popen(
         [sys.executable, str(script)],
         env=env,
@@ -407,3 +411,76 @@ def test_ashutdown_delivers_without_blocking_the_loop(
     result = run(body, base, tmp_path)
     assert result.stats["delivered"] == 1 and [m["event"] for m in receiver.messages] == ["Before Exit"]
     assert result.result["ticks"] >= 30, "the event loop kept running while the slow endpoint answered"
+
+
+# ---------------------------------------------------------------------- the SDK's session
+def test_an_http_proxy_from_the_environment_is_used(
+    receiver: SegmentReceiver, base: dict[str, Any], tmp_path: Path
+) -> None:
+    """HTTP_PROXY reaches the endpoint through the proxy, as the SDK's requests session would.
+    The endpoint itself is a closed port; only the proxy (the receiver) can answer."""
+    body = """
+    t.track("Through The Proxy")
+    assert segment_middleware.flush(10)
+    report()
+    """
+    proxy_env = {"HTTP_PROXY": receiver.url, "http_proxy": receiver.url, "NO_PROXY": "", "no_proxy": ""}
+    result = finish(start(body, {**base, "host": "http://127.0.0.1:9"}, tmp_path, env=proxy_env))
+    assert result.stats["delivered"] == 1
+    assert [m["event"] for m in receiver.messages] == ["Through The Proxy"]
+
+
+def test_hooks_on_the_sdks_session_see_every_post(
+    receiver: SegmentReceiver, base: dict[str, Any], tmp_path: Path
+) -> None:
+    body = """
+    from segment.analytics import request as sdk_request
+    seen = []
+    sdk_request._session.hooks["response"].append(lambda response, **kw: seen.append(response.status_code))
+    t.track("Hooked")
+    assert segment_middleware.flush(10)
+    report(seen=seen)
+    """
+    result = run(body, base, tmp_path)
+    assert result.result["seen"] == [200] and len(receiver.messages) == 1
+
+
+@pytest.fixture
+def tls_receiver(tmp_path: Path) -> Iterator[tuple[SegmentReceiver, Path]]:
+    """The receiver over https, with a self-signed certificate for 127.0.0.1."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subject = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+    files = ["-keyout", str(key), "-out", str(cert)]
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", *files, *subject],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    with SegmentReceiver(WRITE_KEY, tls=context) as server:
+        yield server, cert
+
+
+@pytest.mark.parametrize("trusted", [True, False], ids=["ca-bundle-trusts-it", "default-bundle"])
+def test_https_is_verified_with_the_sessions_ca_bundle(
+    tls_receiver: tuple[SegmentReceiver, Path], tmp_path: Path, trusted: bool
+) -> None:
+    """The certificate is checked against what requests would use: REQUESTS_CA_BUNDLE when
+    set, else its own bundle, where a self-signed certificate is refused (and spooled)."""
+    receiver, cert = tls_receiver
+    bundle = str(cert) if trusted else ""
+    settings = {"write_key": WRITE_KEY, "host": receiver.url, "max_retries": 0}
+    settings["local_store"] = str(tmp_path / "store.sqlite3")
+    body = """
+    t.track("Over TLS")
+    assert segment_middleware.flush(10)
+    report()
+    """
+    env = {"REQUESTS_CA_BUNDLE": bundle, "CURL_CA_BUNDLE": ""}
+    result = finish(start(body, settings, tmp_path, env=env))
+    if trusted:
+        assert result.stats["delivered"] == 1 and [m["event"] for m in receiver.messages] == ["Over TLS"]
+    else:
+        assert result.stats["spooled"] == 1 and receiver.messages == []

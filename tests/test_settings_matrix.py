@@ -375,9 +375,12 @@ def test_identify_traits_that_cannot_be_sent_skip_the_identify(
 
 
 def test_before_send_enriches(h: Harness) -> None:
-    h.app(before_send=[matrix_hooks.enrich]).get("/track?n=e")
+    app = h.app(before_send=[matrix_hooks.enrich], user_id=matrix_hooks.user_from_header)
+    app.get("/track?n=e", {"X-Test-User": "u-1"})
+    app.get("/?n=page-only", {"X-Test-User": "u-2"})
     messages = h.messages()
-    assert len(messages) == 2 and all(m["properties"]["enriched"] is True for m in messages)
+    assert len(messages) == 3 and all(m["properties"]["enriched"] is True for m in messages)
+    assert h.page_for("page-only")["userId"] == "u-2" and h.page_for("e")["userId"] == "u-1"
 
 
 def test_before_send_drops_and_counts(h: Harness) -> None:
