@@ -12,10 +12,7 @@ import functools
 import logging
 from typing import Any
 
-from flask import Flask, g, got_request_exception
-
-# The context variables behind the request and g proxies (Flask 2.2+; we require 2.3).
-from flask.globals import _cv_app, _cv_request
+from flask import Flask, g, got_request_exception, has_request_context, request
 
 from .core import Runtime
 from .identity import set_cookie_header
@@ -24,7 +21,7 @@ from .snippet import snippet_global
 from .tracker import Tracker, _current
 from .wsgi import begin_environ, header_key
 
-__all__ = ["Segment"]
+__all__ = ["Segment", "SegmentState"]
 
 log = logging.getLogger("segment_middleware")
 
@@ -45,7 +42,7 @@ def flask_user_id(app: Flask) -> Any:
         if _login_user is not None and getattr(app, "login_manager", None) is not None:
             user = _login_user._get_current_object()  # one proxy hop, not one per attribute
             return user.get_id() if user is not None and user.is_authenticated else None
-        user = _g().get("user")
+        user = g.get("user")
         if user is None:
             return None
         return user.get("id") if isinstance(user, dict) else getattr(user, "id", None)
@@ -53,12 +50,21 @@ def flask_user_id(app: Flask) -> Any:
     return lookup
 
 
+class SegmentState:
+    """One app's part of the extension, in ``app.extensions["segment"]``: its runtime
+    (settings, delivery) and the extension that made it."""
+
+    def __init__(self, extension: Segment, runtime: Runtime) -> None:
+        self.extension = extension
+        self.runtime = runtime
+
+
 class Segment:
-    """The Flask extension; one Runtime per app, kept in ``app.extensions["segment"]``."""
+    """The Flask extension. One ``Segment()`` may serve several apps (``init_app`` each):
+    every app gets its own runtime from its own config, in ``app.extensions["segment"]``."""
 
     def __init__(self, app: Flask | None = None, **settings: Any) -> None:
         self._explicit = settings
-        self.runtime: Runtime | None = None
         if app is not None:
             self.init_app(app)
 
@@ -73,8 +79,7 @@ class Segment:
                 raise SettingsError(f"{key}: unknown setting")
             config[name] = value
         runtime = Runtime(Settings.from_sources({**self._explicit, **settings}, config, style="flask"))
-        self.runtime = runtime
-        app.extensions["segment"] = self
+        app.extensions["segment"] = SegmentState(self, runtime)
         hooks = _AppHooks(app, runtime)
         app.before_request(hooks.before)
         app.wsgi_app = _ResponseStart(app.wsgi_app, hooks)  # type: ignore[method-assign]
@@ -94,8 +99,7 @@ class _AppHooks:
     view raised. Why not ``after_request`` and ``teardown_request``: Flask spends ~5k
     instructions dispatching every registered hook on every request (measured under
     valgrind: three empty hooks cost a hello-world request 14.5k), more than the work
-    they would do here. Each step reaches Flask's request and ``g`` through the context
-    variables behind the proxies: a werkzeug proxy access is several Python calls.
+    they would do here.
     """
 
     def __init__(self, app: Flask, runtime: Runtime) -> None:
@@ -107,7 +111,7 @@ class _AppHooks:
         return self.runtime.user_id_for(req, self._lookup)
 
     def before(self) -> None:
-        req = _request()
+        req = request._get_current_object()  # type: ignore[attr-defined]
         try:
             tracker = begin_environ(
                 self.runtime, req.environ, req, self.id_key, functools.partial(self.user_id, req)
@@ -116,7 +120,7 @@ class _AppHooks:
             log.exception("segment: could not start tracking this request")
             tracker = Tracker(None, enabled=False)
         req.segment = tracker
-        _g().segment = tracker
+        g.segment = tracker
         _current.set(tracker)  # _ResponseStart puts back what was there before the request
         if tracker.enabled:
             req.environ[_STATE] = tracker
@@ -129,17 +133,16 @@ class _AppHooks:
         starts the response later still gets the page call, found in the environ, with the
         userId identify() set, if any.
         """
-        ctx = _cv_request.get(None)
+        req = request._get_current_object() if has_request_context() else None  # type: ignore[attr-defined]
         tracker = environ.pop(_STATE, None) if environ is not None else None
         if tracker is None:
-            if ctx is None:
+            if req is None:
                 return None
-            tracker = ctx.request.environ.pop(_STATE, None)  # an inner middleware copied the environ
+            tracker = req.environ.pop(_STATE, None)  # an inner middleware copied the environ
             if tracker is None:
                 return None
         try:
-            if ctx is not None:
-                req = ctx.request
+            if req is not None:
                 cookie = self.runtime.end(tracker, status, req.endpoint, self.user_id(req))
             else:
                 cookie = self.runtime.end(tracker, status, None, None)
@@ -178,14 +181,6 @@ class _ResponseStart:
             _current.set(previous)
 
 
-def _request() -> Any:
-    return _cv_request.get().request
-
-
-def _g() -> Any:
-    return _cv_app.get().g
-
-
 def _connect_login_signal(app: Flask) -> None:
     """Flask-Login's ``user_logged_in``: identify, linking the anonymousId to the user."""
     try:
@@ -194,8 +189,8 @@ def _connect_login_signal(app: Flask) -> None:
         return
 
     def on_login(sender: Any, user: Any, **kwargs: Any) -> None:
-        ext = app.extensions.get("segment")
-        if ext is not None and ext.runtime is not None:
-            ext.runtime.identify_on_login(g.get("segment"), user.get_id(), user)
+        state = app.extensions.get("segment")
+        if state is not None:
+            state.runtime.identify_on_login(g.get("segment"), user.get_id(), user)
 
     user_logged_in.connect(on_login, app, weak=False)

@@ -42,9 +42,9 @@ def apps() -> Iterator[list[Flask]]:
     made: list[Flask] = []
     yield made
     for app in made:
-        ext = app.extensions.get("segment")
-        if ext is not None and ext.runtime is not None:
-            ext.runtime.delivery.shutdown(2)
+        state = app.extensions.get("segment")
+        if state is not None:
+            state.runtime.delivery.shutdown(2)
 
 
 def delivered(app: Flask, receiver: SegmentReceiver) -> list[dict[str, Any]]:
@@ -63,7 +63,7 @@ def test_init_app_factory_config_and_extension(
     app = make_app(receiver, tmp_path, SEGMENT_EXCLUDE_PATHS=["/skip"])
     apps.append(app)
     segment.init_app(app)
-    assert app.extensions["segment"] is segment
+    assert app.extensions["segment"].extension is segment
     seen: dict[str, Any] = {}
 
     @app.get("/hello/<name>")
@@ -144,13 +144,13 @@ def test_our_failure_never_masks_the_apps_exception(
 ) -> None:
     app = make_app(receiver, tmp_path)
     apps.append(app)
-    ext = Segment(app)
-    assert ext.runtime is not None
+    Segment(app)
+    runtime = app.extensions["segment"].runtime
 
     def broken_end(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("segment internals broke")
 
-    ext.runtime.end = broken_end  # type: ignore[method-assign]
+    runtime.end = broken_end  # type: ignore[method-assign]
 
     @app.get("/boom")
     def boom() -> str:
@@ -238,6 +238,37 @@ def test_flask_login_user_and_login_identify(
         ("u-7", 404),
     ]
     assert {m["anonymousId"] for m in pages(messages)} == {"anon-login"}
+
+
+def test_one_extension_serves_two_apps_each_with_its_own_settings(
+    receiver: SegmentReceiver, tmp_path: Path, apps: list[Flask]
+) -> None:
+    """``segment = Segment()`` with ``init_app`` on two apps: each keeps its own runtime, so
+    app A's log-in identify carries app A's IDENTIFY_TRAITS, not those of the last app."""
+    segment = Segment()
+    made = []
+    for name in ("a", "b"):
+        app = make_app(receiver, tmp_path / name, SEGMENT_IDENTIFY_TRAITS=lambda user, n=name: {"app": n})
+        apps.append(app)
+        manager = flask_login.LoginManager(app)
+
+        class User(flask_login.UserMixin):
+            def __init__(self, uid: str) -> None:
+                self.id = uid
+
+        manager.user_loader(User)
+        app.add_url_rule(
+            "/login", f"login_{name}", lambda n=name, U=User: flask_login.login_user(U(f"user-{n}")) and "in"
+        )
+        segment.init_app(app)
+        made.append(app)
+    assert made[0].extensions["segment"].runtime is not made[1].extensions["segment"].runtime
+    for app in made:
+        assert app.test_client().get("/login").status_code == 200
+    for app in made:
+        app.extensions["segment"].runtime.delivery.flush(5)
+    identifies = {m["userId"]: m["traits"] for m in receiver.messages if m["type"] == "identify"}
+    assert identifies == {"user-a": {"app": "a"}, "user-b": {"app": "b"}}
 
 
 def test_g_user_without_flask_login_and_header_id(
