@@ -44,7 +44,7 @@ class Runtime:
         self._sink = self.sink  # one bound method, not one per request
         self._ids: dict[str, str | None] = {}
         _remember(self)
-        install_exit_flush(shutdown_all)
+        _install_exit_signal()
 
     # ------------------------------------------------------------------ queueing
     def sink(self, msg: dict[str, Any], facts: RequestFacts | None, ts: float) -> None:
@@ -198,6 +198,18 @@ class Runtime:
         except Exception as exc:
             log.warning("segment: %s raised %s; ignoring it for this request", name, type(exc).__name__)
             return fallback
+
+
+# ---------------------------------------------------------------------- process-wide
+_exit_signal_done = False
+
+
+def _install_exit_signal() -> None:
+    """SIGTERM flushes (see lifecycle.install_exit_flush): once per process, by the first
+    runtime made on the main thread (signal handlers can only be set there)."""
+    global _exit_signal_done
+    if not _exit_signal_done:
+        _exit_signal_done = install_exit_flush(shutdown_all) != "not main thread"
 
 
 # ---------------------------------------------------------------------- default runtime

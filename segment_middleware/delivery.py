@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import threading
 import time
 import weakref
 from typing import Any
 
-from . import _fastjson
+from . import _fastjson, lifecycle
 from ._fastjson import dumps
-from .lifecycle import install_process_exit
+from .lifecycle import install_process_exit, track_forks
 from .messages import Item, encode
 from .replay import replay
 from .store import LOCAL, SPOOL, Store
@@ -88,7 +87,6 @@ class _SdkLogFilter(logging.Filter):
 
 
 _sdk_log_filter = _SdkLogFilter()
-logging.getLogger("segment").addFilter(_sdk_log_filter)
 
 
 class _Burst:
@@ -149,12 +147,13 @@ class Delivery:
         self.store = Store(settings.local_store)
         if settings.write_key:
             _sdk_log_filter.secrets.add(settings.write_key)
+        _install_process_hooks()
         self._reset()
         _registry.add(self)
 
     def _reset(self) -> None:
         """Fresh state: at construction and in a forked child (whose inherited queue the
-        parent is already sending)."""
+        parent is already sending; see :meth:`_fresh`)."""
         self._queue: collections.deque[Item] = collections.deque()
         # Re-entrant: an exit-signal handler may flush on a thread that was interrupted inside put().
         self._lock = threading.RLock()
@@ -173,13 +172,25 @@ class Delivery:
         self._retries_in_batch = 0
         self._drop_log = _Burst(logging.WARNING, "segment: dropped %d message(s): %s")
         self._spool_log = _Burst(logging.WARNING, SPOOL_LOG)
-        self._pid = os.getpid()
+        self._generation = lifecycle.generation
         s = self.settings
         self._wake_at = max(1, min(s.flush_at * WAKE_BATCHES, s.max_queue_size // 2))
 
     # ------------------------------------------------------------------ request path
+    def _fresh(self) -> None:
+        """In a forked child, the first use renews this pipeline: an empty queue, its own
+        thread, store handle and HTTP session; the parent keeps sending what it queued."""
+        if self._generation != lifecycle.generation:
+            with lifecycle.fork_lock:
+                if self._generation != lifecycle.generation:
+                    _renew_sdk_session()
+                    self._reset()
+                    self.store = Store(self.settings.local_store)
+
     def put(self, item: Item) -> None:
         """Queue a message. Never blocks, never raises, never does I/O."""
+        if self._generation != lifecycle.generation:
+            self._fresh()
         q = self._queue
         with self._lock:
             self._counts["queued"] += 1
@@ -230,6 +241,7 @@ class Delivery:
                 self._idle.notify_all()
 
     def stats(self) -> dict[str, int]:
+        self._fresh()
         with self._lock:
             return dict(self._counts)
 
@@ -439,6 +451,7 @@ class Delivery:
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far is settled; False if ``timeout`` ran out."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        self._fresh()
         if self._pending <= 0:
             return True
         if self._thread is None or not self._thread.is_alive():
@@ -467,8 +480,7 @@ class Delivery:
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Flush within ``timeout`` (default SHUTDOWN_TIMEOUT); spool whatever is left."""
-        if self._pid != os.getpid():
-            return
+        self._fresh()  # a forked child that never sent anything has nothing to flush
         try:
             self._shutdown(self.settings.shutdown_timeout if timeout is None else timeout)
         finally:  # the last word on an outage: how many were dropped or spooled
@@ -517,18 +529,38 @@ def all_deliveries() -> list[Delivery]:
     return list(_registry)
 
 
-def _after_fork_in_child() -> None:
-    """A forked child starts empty: its own queue, thread, HTTP session, store handle."""
+_session_generation = 0
+_hooks_installed = False
+
+
+def _renew_sdk_session() -> None:
+    """A forked child's first pipeline gives the SDK a new HTTP session: never the
+    parent's sockets. Called under ``lifecycle.fork_lock``."""
+    global _session_generation
+    if _session_generation == lifecycle.generation:
+        return
+    _session_generation = lifecycle.generation
     try:
         from requests import sessions
         from segment.analytics import request as sdk_request
 
-        sdk_request._session = sessions.Session()  # never share the parent's sockets
+        sdk_request._session = sessions.Session()
     except Exception:  # pragma: no cover - SDK layout changed; delivery still works
         pass
-    for delivery in list(_registry):
-        delivery._reset()
-        delivery.store = Store(delivery.settings.local_store)
+
+
+def _install_process_hooks() -> None:
+    """Once per process, by its first pipeline (a forked child inherits them): the SDK log
+    filter, fork tracking, and the flush at interpreter exit and at the exit of a forked
+    multiprocessing child. Each step is idempotent, so two first pipelines made at once
+    do no harm."""
+    global _hooks_installed
+    if _hooks_installed:
+        return
+    _hooks_installed = True
+    logging.getLogger("segment").addFilter(_sdk_log_filter)
+    track_forks()
+    install_process_exit(shutdown_all)
 
 
 def shutdown_all(timeout: float | None = None) -> None:
@@ -541,6 +573,3 @@ def shutdown_all(timeout: float | None = None) -> None:
         except Exception:  # pragma: no cover - never raise at exit
             log.exception("segment: error while flushing at exit")
 
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-install_process_exit(shutdown_all)

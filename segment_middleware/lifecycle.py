@@ -1,4 +1,4 @@
-"""Flushing at process exit, including the exits that skip ``atexit``.
+"""The process around the pipelines: exit flushes (also the exits that skip ``atexit``) and forks.
 
 ``atexit`` covers a normal interpreter exit, which is what gunicorn workers do on SIGTERM.
 A process killed by SIGTERM's default action runs no Python at all, and uvicorn (0.29+)
@@ -127,3 +127,27 @@ def install_interrupt_flush(flush: Callable[[], None]) -> bool:
         return True
     except Exception:  # pragma: no cover - signals unavailable in this interpreter
         return False
+
+
+# ---------------------------------------------------------------------- forks
+#: How many forks this process is away from the one that made its pipelines. The at-fork
+#: hook only bumps it (and renews ``fork_lock``): each piece of state that must not cross a
+#: fork (queues, threads, HTTP sessions, id pools) keeps the generation it was made in and
+#: renews itself on its first use in the child, after the server's own set-up has run.
+generation = 0
+fork_lock = threading.Lock()  # serialises those renewals among the child's first threads
+_tracking = False
+
+
+def _forked_child() -> None:
+    global generation, fork_lock
+    generation += 1
+    fork_lock = threading.Lock()  # the parent's may have been held by a thread that is gone
+
+
+def track_forks() -> None:
+    """Install the at-fork hook (once per process; a forked child inherits it)."""
+    global _tracking
+    if not _tracking:
+        _tracking = True
+        os.register_at_fork(after_in_child=_forked_child)

@@ -20,6 +20,7 @@ import os
 import time
 from typing import Any
 
+from . import lifecycle
 from ._fastjson import dumps, js
 from .context import (
     RequestFacts,
@@ -69,17 +70,21 @@ def _id_block() -> list[str]:
     ]
 
 
+_pool_generation = lifecycle.generation
+
+
 def message_id() -> str:
     """A random (version 4) UUID string. The unused rest of a block is forgotten in a
     forked child, so parent and child never share an id."""
+    global _pool_generation
+    if _pool_generation != lifecycle.generation:
+        _random_hex.clear()
+        _pool_generation = lifecycle.generation
     try:
         return _random_hex.pop()
     except IndexError:
         _random_hex.extend(_id_block())
         return _random_hex.pop()
-
-
-os.register_at_fork(after_in_child=_random_hex.clear)
 
 
 def finalize(item: Item, settings: Any) -> dict[str, Any] | None:

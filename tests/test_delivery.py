@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -367,3 +369,51 @@ def test_retryable_statuses_are_the_sdks() -> None:
     assert [s for s in range(100, 600) if retryable(s)] == [408, 410, 429, 460] + [
         s for s in range(500, 600) if s not in (501, 505, 511)
     ]
+
+
+def test_importing_the_package_changes_nothing_in_the_process(tmp_path: Path) -> None:
+    """Process hooks come with the first runtime, once: not at import, not per runtime."""
+    script = f"""
+import atexit, logging, signal
+before = atexit._ncallbacks()
+import segment_middleware, segment_middleware.core, segment_middleware.delivery, segment_middleware.wsgi
+assert logging.getLogger("segment").filters == [], "a log filter at import"
+assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, "a SIGTERM handler at import"
+assert atexit._ncallbacks() == before, "an exit hook at import"
+from segment_middleware.core import Runtime
+from segment_middleware.settings import Settings
+first = Runtime(Settings(local_store={str(tmp_path / "a.db")!r}))
+handler, hooks = signal.getsignal(signal.SIGTERM), atexit._ncallbacks()
+assert handler is not signal.SIG_DFL and hooks > before and len(logging.getLogger("segment").filters) == 1
+second = Runtime(Settings(local_store={str(tmp_path / "b.db")!r}))
+assert signal.getsignal(signal.SIGTERM) is handler and atexit._ncallbacks() == hooks
+assert len(logging.getLogger("segment").filters) == 1
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_a_forked_child_does_no_work_until_it_sends(receiver: SegmentReceiver, store_path: str) -> None:
+    """Nothing runs at fork time but a counter: the child renews its queue and HTTP session
+    on its first message, after the server's own set-up (gunicorn's signal handlers)."""
+    from segment.analytics import request as sdk_request
+
+    rt = runtime(receiver, store_path, flush_interval=60)
+    rt.tracker(user_id="parent").track("Before Fork")
+    parent_session = sdk_request._session
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            untouched = sdk_request._session is parent_session
+            rt.tracker(user_id="child").track("In Child")
+            renewed = sdk_request._session is not parent_session
+            sent = rt.delivery.flush(10) and rt.delivery.stats()["delivered"] == 1
+            code = 0 if (untouched and renewed and sent) else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert rt.delivery.flush(10)
+    assert sorted(m["event"] for m in receiver.wait_for(2)) == ["Before Fork", "In Child"]
