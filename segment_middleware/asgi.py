@@ -86,11 +86,14 @@ class SegmentMiddleware:
 
     # ------------------------------------------------------------------ http
     def _begin(self, scope: Scope) -> Tracker:
-        path = scope["path"]
+        path, route_path = scope["path"], scope["path"]  # what the browser asked, what the app routes
         root = scope.get("root_path")
-        if root and not path.startswith(root):  # servers differ on whether path includes it
-            path = root + path
-        if not self.runtime.tracks(path, scope["method"]):
+        if root:  # servers differ on whether path includes the mount (ASGI 3 says it does)
+            if path == root or path.startswith(root.rstrip("/") + "/"):
+                route_path = path[len(root.rstrip("/")) :] or "/"
+            else:
+                path = root + path
+        if not self.runtime.tracks(route_path, scope["method"]):
             return Tracker(None, enabled=False)
         # One dict lookup per header instead of a chain of comparisons.
         found: list[str | None] = [None] * 9

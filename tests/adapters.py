@@ -49,15 +49,20 @@ class App:
     """An app with the middleware, ready to take requests."""
 
     name: str
-    send: Callable[[str, str, Mapping[str, str], bool], Response]
+    send: Callable[[str, str, Mapping[str, str], bool, str], Response]
     can_login: bool
     closers: list[Callable[[], None]] = field(default_factory=list)
 
-    def get(self, path: str, headers: Mapping[str, str] | None = None, *, https: bool = False) -> Response:
-        return self.send("GET", path, headers or {}, https)
+    def get(
+        self, path: str, headers: Mapping[str, str] | None = None, *, https: bool = False, mount: str = ""
+    ) -> Response:
+        """``path`` as the browser sees it; under ``mount`` the app is served at that prefix
+        (WSGI ``SCRIPT_NAME``, ASGI ``root_path``)."""
+        assert path.startswith(mount)
+        return self.send("GET", path, headers or {}, https, mount)
 
     def post(self, path: str, headers: Mapping[str, str] | None = None) -> Response:
-        return self.send("POST", path, headers or {}, False)
+        return self.send("POST", path, headers or {}, False, "")
 
 
 def _split(pairs: Any) -> tuple[list[str], list[tuple[str, str]]]:
@@ -86,9 +91,12 @@ def _django(settings: Mapping[str, Any], is_async: bool) -> App:
     )
     override.enable()
 
-    def send(method: str, path: str, headers: Mapping[str, str], https: bool) -> Response:
+    def send(method: str, path: str, headers: Mapping[str, str], https: bool, mount: str) -> Response:
         # A fresh client: no cookie jar carried over; a view's error becomes a 500 response.
-        client: Any = (AsyncClient if is_async else Client)(raise_request_exception=False)
+        if is_async:  # ASGI: the scope's path is the whole path, root_path the mount
+            client: Any = AsyncClient(raise_request_exception=False, root_path=mount)
+        else:  # WSGI: SCRIPT_NAME is the mount, PATH_INFO the rest
+            client, path = Client(raise_request_exception=False, SCRIPT_NAME=mount), path[len(mount) :]
         headers = dict(headers)
         # Through the client's jar: AsyncClient would join a Cookie header to the jar's own.
         for pair in headers.pop("Cookie", "").split(";"):
@@ -152,9 +160,9 @@ def _flask(settings: Mapping[str, Any]) -> App:
     Segment(app)
     client = app.test_client(use_cookies=False)
 
-    def send(method: str, path: str, headers: Mapping[str, str], https: bool) -> Response:
-        base = "https://localhost" if https else "http://localhost"
-        response = client.open(path, method=method, headers=dict(headers), base_url=base)
+    def send(method: str, path: str, headers: Mapping[str, str], https: bool, mount: str) -> Response:
+        base = ("https://localhost" if https else "http://localhost") + mount  # SCRIPT_NAME
+        response = client.open(path[len(mount) :], method=method, headers=dict(headers), base_url=base)
         return Response(response.status_code, *_split(response.headers.items()))
 
     return App("flask", send, can_login=True)
@@ -164,9 +172,10 @@ def _flask(settings: Mapping[str, Any]) -> App:
 async def _asgi_inner(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
-    if scope["path"] == "/track":
+    route = scope["path"].removeprefix(scope.get("root_path") or "")  # as Starlette's router does
+    if route == "/track":
         segment_middleware.current().track("Matrix Event", {"k": 1})  # type: ignore[union-attr]
-    if scope["path"] == "/boom":
+    if route == "/boom":
         raise RuntimeError("matrix boom")
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": b"ok"})
@@ -179,18 +188,19 @@ def _asgi(settings: Mapping[str, Any]) -> App:
 
     app = SegmentMiddleware(_asgi_inner, **settings)
 
-    async def go(method: str, path: str, headers: Mapping[str, str], https: bool) -> Response:
+    async def go(method: str, path: str, headers: Mapping[str, str], https: bool, mount: str) -> Response:
         transport = httpx.ASGITransport(  # a server answers 500 when the app raises
             app=app,  # type: ignore[arg-type]
             client=("127.0.0.1", 50000),
             raise_app_exceptions=False,
+            root_path=mount,
         )
         base = "https://testserver" if https else "http://testserver"
         async with httpx.AsyncClient(transport=transport, base_url=base) as client:
             response = await client.request(method, path, headers=dict(headers))
         return Response(response.status_code, *_split(response.headers.multi_items()))
 
-    return App("asgi", lambda m, p, h, s: asyncio.run(go(m, p, h, s)), can_login=False)
+    return App("asgi", lambda *request: asyncio.run(go(*request)), can_login=False)
 
 
 # ---------------------------------------------------------------------- plain WSGI
@@ -210,12 +220,12 @@ def _wsgi(settings: Mapping[str, Any]) -> App:
 
     client = Client(SegmentWSGIMiddleware(_wsgi_inner, **settings), use_cookies=False)
 
-    def send(method: str, path: str, headers: Mapping[str, str], https: bool) -> Response:
+    def send(method: str, path: str, headers: Mapping[str, str], https: bool, mount: str) -> Response:
         environ = {"REMOTE_ADDR": "127.0.0.1"}  # what a server sets; werkzeug's bare client does not
-        base = "https://localhost" if https else "http://localhost"
+        base = ("https://localhost" if https else "http://localhost") + mount  # SCRIPT_NAME
         try:
             response = client.open(
-                path, method=method, headers=dict(headers), environ_base=environ, base_url=base
+                path[len(mount) :], method=method, headers=dict(headers), environ_base=environ, base_url=base
             )
         except RuntimeError:  # the app raised: a WSGI server answers 500
             return Response(500, [])

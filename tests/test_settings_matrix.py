@@ -160,6 +160,20 @@ def test_excluded_paths_send_nothing_but_views_still_get_a_tracker(h: Harness) -
     assert not [m for m in h.messages() if m["type"] == "track"]
 
 
+@pytest.mark.parametrize("mount", ["/app", "/shop/eu"])
+def test_under_a_mount_exclusions_match_the_apps_own_paths(h: Harness, mount: str) -> None:
+    """EXCLUDE_PATHS matches the path the app's routes see (SCRIPT_NAME / root_path left
+    off), on every adapter; the page call still shows the path the browser asked for."""
+    app = h.app(exclude_paths=["/health"])
+    excluded = app.get(f"{mount}/health?n=health", mount=mount)
+    assert excluded.status == 200 and excluded.cookie("ajs_anonymous_id") is None
+    app.get(f"{mount}/track?n=m", mount=mount)
+    page = h.page_for("m")
+    assert page["properties"]["path"] == f"{mount}/track" == page["context"]["page"]["path"]
+    assert page["properties"]["url"].endswith(f"{mount}/track?n=m")
+    assert h.markers() == ["m"], "the mounted /health sent nothing"
+
+
 # ---------------------------------------------------------------------- the anonymousId
 def test_custom_cookie_and_header_names(h: Harness) -> None:
     app = h.app(anonymous_id_cookie="visitor", anonymous_id_header="X-Visitor")
