@@ -16,7 +16,6 @@ from typing import Any
 
 from .context import RequestFacts
 from .core import Runtime
-from .identity import set_cookie_header
 from .settings import Settings
 from .tracker import Tracker, _current
 
@@ -144,33 +143,21 @@ class SegmentMiddleware:
             finally:
                 _current.reset(token)
             return
-        ended = False
         runtime = self.runtime
-
-        def finish(status: int) -> bytes | None:
-            nonlocal ended
-            if ended:
-                return None
-            ended = True
-            try:
-                cookie = runtime.end(tracker, status, route_name(scope), self._user_id(scope))
-            except Exception:
-                log.exception("segment: could not finish tracking this request")
-                return None
-            return None if cookie is None else set_cookie_header(cookie).encode("latin-1")
 
         async def tracking_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                cookie = finish(message["status"])
+                cookie = runtime.finish(tracker, message["status"], route_name(scope), self._user_id(scope))
                 if cookie is not None:
-                    message["headers"] = [*message.get("headers", ()), (b"set-cookie", cookie)]
+                    set_cookie = (b"set-cookie", cookie.encode("latin-1"))
+                    message["headers"] = [*message.get("headers", ()), set_cookie]
             await send(message)
 
         token = _current.set(tracker)
         try:
             await self.app(scope, receive, tracking_send)
         except BaseException:
-            finish(500)
+            runtime.finish(tracker, 500, route_name(scope), self._user_id(scope))
             raise
         finally:
             _current.reset(token)

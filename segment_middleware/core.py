@@ -15,7 +15,14 @@ from typing import Any
 
 from .context import RequestFacts
 from .delivery import Delivery, shutdown_all
-from .identity import CookieSpec, cookie_spec, cookie_value, new_anonymous_id, parse_anonymous_id
+from .identity import (
+    CookieSpec,
+    cookie_spec,
+    cookie_value,
+    new_anonymous_id,
+    parse_anonymous_id,
+    set_cookie_header,
+)
 from .lifecycle import install_exit_flush
 from .messages import page_item, page_message
 from .settings import Settings
@@ -106,6 +113,7 @@ class Runtime:
         tracker._user_resolver = user_resolver
         tracker._anonymous_id = anonymous_id
         tracker._facts = facts
+        tracker._ended = False
         tracker.enabled = True
         tracker.title = None
         tracker.new_visitor = is_new
@@ -118,9 +126,11 @@ class Runtime:
         route: str | None,
         user_id: str | None = None,
     ) -> CookieSpec | None:
-        """Queue the request's page call; returns the cookie the response must set."""
-        if not tracker.enabled:
+        """Queue the request's page call, once (later calls do nothing); returns the cookie
+        the response must set."""
+        if not tracker.enabled or tracker._ended:
             return None
+        tracker._ended = True
         facts = tracker._facts
         assert facts is not None
         # The adapter's fresh lookup (a log-in during the view counts), else an id the view
@@ -153,6 +163,19 @@ class Runtime:
                 facts.scheme == "https",
             )
         return None
+
+    def finish(
+        self, tracker: Tracker, status: int | None, route: str | None, user_id: str | None
+    ) -> str | None:
+        """:meth:`end` for adapters that write raw headers: the ``Set-Cookie`` value to add,
+        if any. The guard between us and the host app: whatever fails inside is logged,
+        never raised."""
+        try:
+            cookie = self.end(tracker, status, route, user_id)
+        except Exception:
+            log.exception("segment: could not finish tracking this request")
+            return None
+        return None if cookie is None else set_cookie_header(cookie)
 
     def _cookie_id(self, header: str) -> str | None:
         """The anonymousId in a Cookie header not seen yet (``begin`` looks the header up

@@ -15,11 +15,10 @@ from typing import Any
 from flask import Flask, g, got_request_exception, has_request_context, request
 
 from .core import Runtime
-from .identity import set_cookie_header
 from .settings import Settings, SettingsError
 from .snippet import snippet_global
 from .tracker import Tracker, _current
-from .wsgi import begin_environ, header_key
+from .wsgi import begin_environ, header_key, status_code
 
 __all__ = ["Segment", "SegmentState"]
 
@@ -141,15 +140,9 @@ class _AppHooks:
             tracker = req.environ.pop(_STATE, None)  # an inner middleware copied the environ
             if tracker is None:
                 return None
-        try:
-            if req is not None:
-                cookie = self.runtime.end(tracker, status, req.endpoint, self.user_id(req))
-            else:
-                cookie = self.runtime.end(tracker, status, None, None)
-        except Exception:
-            log.exception("segment: could not finish tracking this request")
-            return None
-        return None if cookie is None else set_cookie_header(cookie)
+        if req is None:
+            return self.runtime.finish(tracker, status, None, None)
+        return self.runtime.finish(tracker, status, req.endpoint, self.user_id(req))
 
     def on_exception(self, sender: Any, exception: BaseException | None = None, **extra: Any) -> None:
         """A view (or hook) raised: the page call with 500, before Flask re-raises the
@@ -169,7 +162,7 @@ class _ResponseStart:
         end = self.hooks.end
 
         def page_start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            cookie = end(environ, int(status[:3]) if status[:3].isdigit() else 500)
+            cookie = end(environ, status_code(status))
             if cookie is not None:
                 headers.append(("Set-Cookie", cookie))
             return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)

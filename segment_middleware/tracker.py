@@ -66,6 +66,7 @@ class Tracker:
 
     __slots__ = (
         "_anonymous_id",
+        "_ended",
         "_facts",
         "_sink",
         "_user_id",
@@ -89,6 +90,7 @@ class Tracker:
         self._user_resolver = user_resolver
         self._anonymous_id = anonymous_id
         self._facts = facts
+        self._ended = False  # the request's page call is queued (Runtime.end)
         self.enabled = enabled and sink is not None
         self.title: str | None = None
         self.new_visitor = False

@@ -14,11 +14,10 @@ from typing import Any
 
 from .context import RequestFacts
 from .core import Runtime
-from .identity import set_cookie_header
 from .settings import Settings
 from .tracker import Tracker, _current
 
-__all__ = ["SegmentWSGIMiddleware", "begin_environ"]
+__all__ = ["SegmentWSGIMiddleware", "begin_environ", "header_key", "status_code"]
 
 ENVIRON_KEY = "segment.tracker"
 
@@ -46,6 +45,11 @@ def facts_from_environ(environ: dict[str, Any]) -> RequestFacts:
         environ.get("REMOTE_ADDR"),
         environ.get("HTTP_X_FORWARDED_FOR"),
     )
+
+
+def status_code(status_line: str) -> int:
+    """The code of a WSGI status line ("404 Not Found"); 500 for one that is not."""
+    return int(status_line[:3]) if status_line[:3].isdigit() else 500
 
 
 def header_key(header: str) -> str:
@@ -103,23 +107,9 @@ class SegmentWSGIMiddleware:
                 return self.app(environ, start_response)
             finally:
                 _current.reset(token)
-        ended = False
-
-        def finish(status: int) -> str | None:
-            """Queue the page call once; the Set-Cookie header to add, if any."""
-            nonlocal ended
-            if ended:
-                return None
-            ended = True
-            try:
-                cookie = runtime.end(tracker, status, None, self._user_id(environ))
-            except Exception:  # never break the host app
-                log.exception("segment: could not finish tracking this request")
-                return None
-            return None if cookie is None else set_cookie_header(cookie)
 
         def tracking_start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            cookie = finish(int(status[:3]) if status[:3].isdigit() else 500)
+            cookie = runtime.finish(tracker, status_code(status), None, self._user_id(environ))
             if cookie is not None:
                 headers.append(("Set-Cookie", cookie))
             return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
@@ -128,7 +118,7 @@ class SegmentWSGIMiddleware:
         try:
             return self.app(environ, tracking_start_response)
         except BaseException:
-            finish(500)
+            runtime.finish(tracker, 500, None, self._user_id(environ))
             raise
         finally:
             _current.reset(token)

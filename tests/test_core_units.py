@@ -1150,3 +1150,15 @@ def test_the_readme_settings_table_lists_every_setting() -> None:
     assert documented == rows
     ids = [f.metadata["id"] for f in dataclasses.fields(Settings)]
     assert len(set(ids)) == len(ids) and all(re.fullmatch(r"segment\.E0\d\d", i) for i in ids)
+
+
+def test_a_request_ends_once_however_often_an_adapter_says_so(local_runtime: Runtime) -> None:
+    """The response start and the app's exception may both end a request: one page call."""
+    tracker = local_runtime.begin(None, facts(), None, None)
+    first = local_runtime.finish(tracker, 200, "cart", None)
+    assert first is not None and first.startswith("ajs_anonymous_id=%22")  # a new visitor's cookie
+    assert local_runtime.finish(tracker, 500, "cart", None) is None
+    assert local_runtime.end(tracker, 500, "cart", None) is None
+    assert local_runtime.delivery.flush(5)
+    pages = [e for e in Store(local_runtime.settings.local_store).events() if e.message["type"] == "page"]
+    assert [p.message["properties"]["status"] for p in pages] == [200]

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import WRITE_KEY
+from helpers import WRITE_KEY, stored
 from segment_receiver import ReceivedRequest, SegmentReceiver
-from servers import BIN, ROOT
+from servers import ROOT
 
 PRELUDE = """
 import json, logging, os, sys, time
@@ -93,20 +93,6 @@ def finish(proc: subprocess.Popen[str], timeout: float = 60) -> Run:
 
 def run(body: str, settings: dict[str, Any], tmp_path: Path, timeout: float = 60) -> Run:
     return finish(start(body, settings, tmp_path), timeout)
-
-
-def stored(store: Path) -> list[dict[str, Any]]:
-    """What ``segment-middleware events --json`` lists (the spool, when a key is set)."""
-    if not store.exists():
-        return []
-    out = subprocess.run(
-        [str(BIN / "segment-middleware"), "--store", str(store), "events", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
 def posts(receiver: SegmentReceiver) -> list[ReceivedRequest]:

@@ -9,10 +9,8 @@ receiver cannot pass for a slow one.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,9 +29,8 @@ django.setup()
 import matrix_hooks  # noqa: E402
 from adapters import ADAPTERS, App, running, settle  # noqa: E402
 from django.core.management import call_command  # noqa: E402
-from helpers import WRITE_KEY  # noqa: E402
+from helpers import WRITE_KEY, stored  # noqa: E402
 from segment_receiver import SegmentReceiver  # noqa: E402
-from servers import BIN  # noqa: E402
 
 import segment_middleware  # noqa: E402
 
@@ -434,14 +431,7 @@ def test_no_write_key_writes_to_the_local_store(h: Harness, tmp_path: Any) -> No
     h.app(write_key=None, local_store=str(store)).get("/track?n=local")
     settle()
     assert h.receiver.requests == [], "no write key: nothing goes over the network"
-    listed = subprocess.run(
-        [str(BIN / "segment-middleware"), "--store", str(store), "events", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout
-    messages = [json.loads(line) for line in listed.splitlines() if line.strip()]
+    messages = stored(store)
     assert sorted(m["type"] for m in messages) == ["page", "track"]
     assert {m["anonymousId"] for m in messages} and len({m["anonymousId"] for m in messages}) == 1
 

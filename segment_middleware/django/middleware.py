@@ -113,11 +113,7 @@ class SegmentMiddleware:
     def _begin(self, request: Any, resolver: Any) -> Tracker:
         try:
             runtime = self.runtime
-            path = request.path_info
-            exclude = runtime._exclude
-            if (exclude and path.startswith(exclude)) or (
-                runtime._methods is not None and request.method not in runtime._methods
-            ):
+            if not runtime.tracks(request.path_info, request.method):  # the path the app routes
                 return Tracker(None, enabled=False)
             meta = request.META
             # request.scheme costs ~1 us (settings lookups); without a proxy header it is
