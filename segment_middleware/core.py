@@ -84,9 +84,8 @@ class Runtime:
     ) -> Tracker:
         """Decide whether this request is tracked and make its tracker.
 
-        Written flat (no helper calls on the usual path): it runs on every request, and
-        inside a framework's request handling each extra Python function is not only its
-        instructions but a few cache misses for its code and data.
+        Written flat (no helper calls on the usual path): it runs on every request, where
+        each extra Python call is measurable (figures in bench/README.md).
         """
         s = self.settings
         if (
@@ -105,8 +104,8 @@ class Runtime:
                 anonymous_id, is_new = new_anonymous_id(), True
         if s.consent is not None:
             facts.consent = self._call_quietly(s.consent, request, "CONSENT")
-        # Tracker(self.sink, ...) without the class call: in CPython 3.11 calling a class
-        # with a Python __init__ costs about twice the instructions of setting its slots.
+        # Tracker(self.sink, ...) without the class call (cheaper on the request path): every
+        # slot Tracker.__init__ sets is set here too; a test holds the two to each other.
         tracker = _new(Tracker)
         tracker._sink = self._sink
         tracker._user_id = None if user_resolver is None else _UNSET
@@ -143,9 +142,8 @@ class Runtime:
             uid = user_id
         # The resolver refers to the framework's request: request.segment -> tracker ->
         # resolver -> request is a reference cycle, which would leave every request's whole
-        # object graph (~20 containers) to the cyclic garbage collector instead of reference
-        # counting (a collection every ~40 requests, ~10 us per request on average, measured
-        # on Django). The request is over, so the tracker lets go of it.
+        # object graph to the cyclic garbage collector instead of reference counting. The
+        # request is over, so the tracker lets go of it (tests/test_no_cycles.py).
         tracker._user_resolver = None
         ts = time.time()
         name = route or facts.path

@@ -1,10 +1,10 @@
 """Getting messages out of the process: a bounded queue, one sender thread, the SDK's HTTP.
 
-What the official SDK's ``Client`` lacks, and why this module exists (see
-``../shared/notes/segment-sdk.md``):
+What the official SDK's ``Client`` lacks, and why this module exists (the figures are in
+the README and bench/README.md):
 
-- its ``page()`` costs ~50 us on the caller's thread and serializes each message three
-  times; here the request path only appends a tuple to a deque, and the sender thread
+- its ``page()`` does tens of microseconds of work on the caller's thread and serializes
+  each message three times; here the request path only appends to a deque, and the sender thread
   builds each message's JSON text once, from pieces cached per request (``messages.encode``);
 - it is not fork-safe; here every process gets its own queue, thread and HTTP session;
 - its exit hook does not drain the queue and ``flush()`` has no bound; here exit flushes
@@ -26,8 +26,7 @@ import time
 import weakref
 from typing import Any
 
-from . import _fastjson, lifecycle
-from ._fastjson import dumps
+from . import lifecycle
 from .lifecycle import install_process_exit, track_forks
 from .messages import Item, encode
 from .replay import replay
@@ -45,17 +44,11 @@ REPLAY_BATCHES = 10  # batches per pass, so replay never starves fresh messages
 SPOOL_LOG = "segment: %d message(s) not delivered (%s); kept in %s for `segment-middleware replay`"
 # The sender is woken when this many full batches are queued (or FLUSH_INTERVAL passes,
 # or someone flushes), not at every full batch: each wake-up of a thread that must take
-# the GIL from busy request threads costs hand-offs and cold caches on both sides, and
-# measured in process (paired rounds, delivery included) one wake per 10 batches cost
-# ~20 us less per request than one per batch. Batches still carry FLUSH_AT messages, and
-# FLUSH_INTERVAL still bounds how long a message waits.
+# the GIL from busy request threads costs hand-offs on both sides (bench/README.md).
+# Batches still carry FLUSH_AT messages, and FLUSH_INTERVAL still bounds how long a
+# message waits.
 WAKE_BATCHES = 10
 STAT_KEYS = ("queued", "delivered", "failed", "dropped", "spooled", "retried")
-
-
-# One encoder for the process (kept under its old names for code that imports them).
-_dumps = dumps
-_json_default = _fastjson._json_default
 
 
 class _SdkLogFilter(logging.Filter):
@@ -295,8 +288,8 @@ class Delivery:
         ready: list[tuple[dict[str, Any], str]] = []
         settings = self.settings
         # No time.sleep(0) between messages to "let request threads in": on a busy process
-        # each one cost a forced GIL hand-back (up to the 5 ms switch interval) and, measured
-        # in process, ~15-25 us per request more than the ~2 ms a batch holds the GIL for.
+        # each one forces a GIL hand-back, which costs requests more than the time a batch
+        # holds the GIL (bench/README.md).
         for item in items:
             try:
                 done = encode(item, settings)

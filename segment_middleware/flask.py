@@ -95,10 +95,9 @@ class _AppHooks:
     ``current()``. The page call is queued when the response starts (``_ResponseStart``,
     around ``app.wsgi_app``: the status is final, the request context still active, a
     streamed body not yet produced), or from ``got_request_exception`` with 500 when a
-    view raised. Why not ``after_request`` and ``teardown_request``: Flask spends ~5k
-    instructions dispatching every registered hook on every request (measured under
-    valgrind: three empty hooks cost a hello-world request 14.5k), more than the work
-    they would do here.
+    view raised. Why not ``after_request`` and ``teardown_request``: Flask's dispatch of
+    each registered hook costs every request more than the work it would do here
+    (bench/README.md).
     """
 
     def __init__(self, app: Flask, runtime: Runtime) -> None:

@@ -2,14 +2,12 @@
 
 Why not the SDK's own ``post()`` / ``Consumer.request()``: they serialize the whole batch
 again although every message is already JSON text (the sender needs it for the 32 KB check
-and the spool). Measured on a 2-core machine with 1 KB page messages and a local receiver:
-26 us of CPU per message through ``Consumer.request`` against 11 us here (and ~4 us since
-posts skip ``Session.post``'s per-call overhead, see ``BatchPoster._send``). What is the
-SDK's: its ``requests`` session's effective settings (proxies from the environment,
-certificates, netrc; the session itself whenever a proxy, adapter, hook, cookie or
-redirect is involved), ``APIError``, ``parse_retry_after``, its retryable-status rules
-and its backoff schedule (first retry at once, then 0.5 s doubling up to 60 s,
-``MAX_RETRIES`` counted retries, rate-limited waits uncounted within a 30-minute budget).
+and the spool); bench/delivery.py measures the difference. What is the SDK's: its
+``requests`` session's effective settings (proxies from the environment, certificates,
+netrc; the session itself whenever a proxy, adapter, hook, cookie or redirect is
+involved), ``APIError``, ``parse_retry_after``, its retryable-status rules and its backoff
+schedule (first retry at once, then 0.5 s doubling up to 60 s, ``MAX_RETRIES`` counted
+retries, rate-limited waits uncounted within a 30-minute budget).
 """
 
 from __future__ import annotations
@@ -107,12 +105,11 @@ class BatchPoster:
     def _send(self, body: bytes, retry: int) -> Any:
         """One POST with the SDK session's settings; returns a ``requests.Response``.
 
-        ``Session.post`` costs ~600 us of CPU per batch on a 2-core machine, most of it
-        re-reading the environment (proxies, CA bundle, netrc), re-merging headers and
-        urllib3/requests plumbing, all of it holding the GIL that the app's requests need.
-        So the session's effective settings are worked out once per session (the same
+        ``Session.post`` re-reads the environment (proxies, CA bundle, netrc) and re-merges
+        headers on every call, holding the GIL that the app's requests need. So the
+        session's effective settings are worked out once per session (the same
         ``prepare_request`` / ``merge_environment_settings`` calls ``post`` makes) and, in the
-        common case, the batch goes over one kept-alive ``http.client`` connection (~230 us).
+        common case, the batch goes over one kept-alive ``http.client`` connection.
         The session is used as before whenever anything would make the two differ: a proxy
         for the endpoint, a custom adapter or hooks, cookies set by the endpoint, a redirect.
         """
@@ -166,8 +163,8 @@ class BatchPoster:
         parts = ['{"batch":[', ",".join(texts), '],"sentAt":"', iso_timestamp(time.time()), '"}']
         body = "".join(parts).encode()
         if self.gzip:
-            # Level 1: a few percent larger than the default 9 on batch JSON, ~3x less CPU
-            # (measured on 125 KB of page messages: 285 us against 890 us).
+            # Level 1: a few percent larger than the default 9 on batch JSON, for a fraction
+            # of its CPU (bench/README.md).
             body = _gzip.compress(body, compresslevel=1)
         attempts = backoffs = 0
         first_failure: float | None = None

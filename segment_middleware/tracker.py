@@ -106,10 +106,6 @@ class Tracker:
                 self._user_id = None
         return self._user_id  # type: ignore[no-any-return]
 
-    def settled_user_id(self) -> str | None:
-        """The userId if identify() set it or it was already looked up; no lookup now."""
-        return None if self._user_id is _UNSET else self._user_id  # type: ignore[no-any-return]
-
     @property
     def anonymous_id(self) -> str | None:
         return self._anonymous_id

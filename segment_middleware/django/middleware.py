@@ -54,8 +54,7 @@ def _load_user(request: Any) -> Any:
 
 class SegmentMiddleware:
     """Kept short on purpose: every line below runs on every request. Helper calls are
-    inlined where that measurably mattered (each Python function run inside Django's
-    request handling costs its instructions plus cache misses for its code and data)."""
+    inlined where that measurably mattered (bench/README.md)."""
 
     sync_capable = True
     async_capable = True
@@ -116,8 +115,8 @@ class SegmentMiddleware:
             if not runtime.tracks(request.path_info, request.method):  # the path the app routes
                 return Tracker(None, enabled=False)
             meta = request.META
-            # request.scheme costs ~1 us (settings lookups); without a proxy header it is
-            # the WSGI server's url scheme. ASGIRequest has no such key: ask it.
+            # request.scheme reads settings on every call; without a proxy header it is the
+            # WSGI server's url scheme. ASGIRequest has no such key: ask it.
             scheme = None if self._proxy_ssl else meta.get("wsgi.url_scheme")
             facts = RequestFacts(
                 request.method,
