@@ -12,11 +12,14 @@ import functools
 import ipaddress
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
 from ._fastjson import dumps, js
 from .version import LIBRARY
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 __all__ = [
     "RequestFacts",
@@ -468,7 +471,7 @@ def _parsed(query: str, words: frozenset[str]) -> _Parsed:
     return parsed
 
 
-def build(facts: RequestFacts, settings: Any) -> _Built:
+def build(facts: RequestFacts, settings: Settings) -> _Built:
     """Derive (once per request) the context and page facts shared by its messages."""
     built = facts.built
     if built is not None:
@@ -514,7 +517,7 @@ def _redact_words(words: tuple[str, ...]) -> frozenset[str]:
     return entry[1]
 
 
-def build_context(facts: RequestFacts | None, settings: Any) -> dict[str, Any]:
+def build_context(facts: RequestFacts | None, settings: Settings) -> dict[str, Any]:
     """The request's context, a copy per message (the page part is shared unless
     before_send hooks, which may change it in place, are configured)."""
     if facts is None:
@@ -528,7 +531,7 @@ def build_context(facts: RequestFacts | None, settings: Any) -> dict[str, Any]:
 
 
 def page_properties(
-    facts: RequestFacts, settings: Any, status: int | None, title: str | None
+    facts: RequestFacts, settings: Settings, status: int | None, title: str | None
 ) -> dict[str, Any]:
     built = build(facts, settings)
     props: dict[str, Any] = dict(built.page)
@@ -542,7 +545,9 @@ def page_properties(
     return props
 
 
-def page_properties_json(facts: RequestFacts, settings: Any, status: int | None, title: str | None) -> str:
+def page_properties_json(
+    facts: RequestFacts, settings: Settings, status: int | None, title: str | None
+) -> str:
     """``dumps(page_properties(...))``, assembled from the request's cached JSON parts."""
     built = build(facts, settings)
     parts = ["{", built.page_json, ',"method":', js(facts.method)]
@@ -559,7 +564,7 @@ def page_properties_json(facts: RequestFacts, settings: Any, status: int | None,
 def auto_page_json(
     head: str,
     tail: str,
-    settings: Any,
+    settings: Settings,
     status: int | None,
     title: str | None,
     method: str,
@@ -609,7 +614,7 @@ def auto_page_json(
     return "".join(parts)
 
 
-def context_json(facts: RequestFacts | None, settings: Any) -> str:
+def context_json(facts: RequestFacts | None, settings: Settings) -> str:
     """``dumps(build_context(facts, settings))`` without building the dict."""
     if facts is None:
         return _LIBRARY_CONTEXT_JSON

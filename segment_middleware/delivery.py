@@ -24,13 +24,16 @@ import logging
 import threading
 import time
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import lifecycle
 from .lifecycle import install_process_exit, track_forks
 from .messages import Item, encode
 from .replay import replay
 from .store import LOCAL, SPOOL, Store
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 __all__ = ["Delivery"]
 
@@ -135,7 +138,7 @@ class _Shutdown(Exception):
 class Delivery:
     """One process's pipeline for one Settings: queue -> sender thread -> Segment or store."""
 
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store = Store(settings.local_store)
         if settings.write_key:
@@ -362,6 +365,8 @@ class Delivery:
 
         if self._poster is None:
             s = self.settings
+            if s.write_key is None:  # without a key messages go to the store, never here
+                raise RuntimeError("posting to the endpoint needs WRITE_KEY")
             self._poster = BatchPoster(
                 s.write_key,
                 s.host,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import lifecycle
 from ._fastjson import dumps, js
@@ -30,6 +30,9 @@ from .context import (
     page_properties,
     page_properties_json,
 )
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 __all__ = ["Item", "encode", "finalize", "iso_timestamp", "page_item", "page_message"]
 
@@ -87,7 +90,7 @@ def message_id() -> str:
         return _random_hex.pop()
 
 
-def finalize(item: Item, settings: Any) -> dict[str, Any] | None:
+def finalize(item: Item, settings: Settings) -> dict[str, Any] | None:
     """The complete wire message, or None when a before_send hook dropped it."""
     msg, facts, ts, page = item
     if page is not None and facts is not None:
@@ -100,15 +103,15 @@ def finalize(item: Item, settings: Any) -> dict[str, Any] | None:
         msg["timestamp"] = iso_timestamp(ts)
     if "messageId" not in msg:
         msg["messageId"] = message_id()
-    result: dict[str, Any] | None = msg
     for hook in settings.before_send:
-        result = hook(result)
-        if result is None:
+        hooked = hook(msg)
+        if hooked is None:
             return None
-    return result
+        msg = hooked
+    return msg
 
 
-def _merged_context(facts: RequestFacts | None, settings: Any, own: dict[str, Any]) -> dict[str, Any]:
+def _merged_context(facts: RequestFacts | None, settings: Settings, own: dict[str, Any]) -> dict[str, Any]:
     context = build_context(facts, settings)
     for key, value in own.items():
         base = context.get(key)
@@ -116,7 +119,7 @@ def _merged_context(facts: RequestFacts | None, settings: Any, own: dict[str, An
     return context
 
 
-def encode(item: Item, settings: Any) -> tuple[dict[str, Any], str] | None:
+def encode(item: Item, settings: Settings) -> tuple[dict[str, Any], str] | None:
     """``(message, its JSON text)``, or None when a before_send hook dropped it.
 
     Without hooks the returned message dict is only what the store and the logs need
@@ -156,7 +159,7 @@ def encode(item: Item, settings: Any) -> tuple[dict[str, Any], str] | None:
 
 def page_item(
     facts: RequestFacts,
-    settings: Any,
+    settings: Settings,
     ts: float,
     status: int | None,
     title: str | None,
@@ -215,7 +218,7 @@ def _unflattened(item: Item) -> Item:
     return (page_message(item[4], item[5], item[6]), RequestFacts(*item[7:]), item[1], (item[2], item[3]))
 
 
-def _page_text(item: Item, settings: Any) -> tuple[dict[str, Any], str] | None:
+def _page_text(item: Item, settings: Settings) -> tuple[dict[str, Any], str] | None:
     """``encode`` for a :func:`page_item`: no dict serialized at all."""
     msg = page_message(item[4], item[5], item[6])
     head = f'{{"type":"page","name":{js(item[4])},"anonymousId":{js(item[5])}'
@@ -232,5 +235,5 @@ def _page_text(item: Item, settings: Any) -> tuple[dict[str, Any], str] | None:
     return msg, text
 
 
-def _dumps_context(facts: RequestFacts | None, settings: Any, own: dict[str, Any]) -> str:
+def _dumps_context(facts: RequestFacts | None, settings: Settings, own: dict[str, Any]) -> str:
     return dumps(_merged_context(facts, settings, own))
