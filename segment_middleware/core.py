@@ -162,6 +162,11 @@ class Runtime:
             )
         return None
 
+    def known_user(self, tracker: Tracker, user_id: str | None) -> None:
+        """The auth layer's userId, looked up before the view runs (async Django, where it
+        cannot be looked up lazily from sync code); identify() may still change it."""
+        tracker._user_id = user_id
+
     def finish(
         self, tracker: Tracker, status: int | None, route: str | None, user_id: str | None
     ) -> str | None:

@@ -95,7 +95,7 @@ class SegmentMiddleware:
     async def __acall__(self, request: Any) -> Any:
         tracker = self._begin(request, None)
         if tracker.enabled:
-            tracker._user_id = await self._auser_id(request)
+            self.runtime.known_user(tracker, await self._auser_id(request))
         request.segment = tracker
         token = _current.set(tracker)
         try:
