@@ -417,3 +417,27 @@ def test_a_forked_child_does_no_work_until_it_sends(receiver: SegmentReceiver, s
     assert os.waitstatus_to_exitcode(status) == 0
     assert rt.delivery.flush(10)
     assert sorted(m["event"] for m in receiver.wait_for(2)) == ["Before Fork", "In Child"]
+
+
+@pytest.mark.parametrize("with_key", [False, True], ids=["local-store", "spool"])
+def test_a_store_that_cannot_be_written_counts_failed_and_logs(
+    receiver: SegmentReceiver, tmp_path: Path, caplog: pytest.LogCaptureFixture, with_key: bool
+) -> None:
+    """No key and an unwritable LOCAL_STORE, or an outage and an unwritable spool: every
+    message is accounted for as failed, logged with the count, and flush() still returns."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    bad_store = str(blocker / "events.sqlite3")
+    if with_key:
+        receiver.fail_with(500)
+    rt = runtime(receiver if with_key else None, bad_store, max_retries=0)
+    tracker = rt.tracker(user_id="u")
+    with caplog.at_level(logging.ERROR, logger="segment_middleware"):
+        tracker.track("Lost")
+        tracker.track("Lost")
+        assert rt.delivery.flush(10)
+    stats = rt.delivery.stats()
+    assert stats["failed"] == 2 and stats["queued"] == 2 and balanced(stats)
+    wanted = "not spooled" if with_key else "could not write 2 message(s) to the local store"
+    assert wanted in caplog.text and ("2 message(s)" in caplog.text)
+    rt.delivery.shutdown(1)

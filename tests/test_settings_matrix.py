@@ -459,3 +459,10 @@ def test_our_own_failure_never_breaks_the_request(
     assert h.pages() == []
     assert "segment internals broke" in caplog.text
     assert f"could not {'start' if step == 'begin' else 'finish'} tracking" in caplog.text
+
+
+def test_a_page_without_a_query(h: Harness) -> None:
+    h.app().get("/track")
+    (page,) = h.pages()
+    assert page["properties"]["search"] == "" == page["context"]["page"]["search"]
+    assert page["properties"]["url"].endswith("/track") and "campaign" not in page["context"]
