@@ -21,7 +21,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import requests
@@ -100,7 +100,7 @@ class BatchPoster:
         }
         if gzip:
             self.headers["Content-Encoding"] = "gzip"
-        self._template: tuple[Any, Any, dict[str, Any], _Direct | None] | None = None
+        self._template: _Template | None = None
 
     def _send(self, body: bytes, retry: int) -> Any:
         """One POST with the SDK session's settings; returns a ``requests.Response``.
@@ -115,9 +115,9 @@ class BatchPoster:
         """
         session = sdk_request._session
         template = self._template
-        if template is None or template[0] is not session:
+        if template is None or template.session is not session or template.config != _config(session):
             template = self._template = self._prepare_template(session)
-        direct: _Direct | None = template[3]
+        direct = template.direct
         if direct is not None and not session.cookies:
             status, reason, res_headers, data = direct.post(body, retry, self.timeout)
             if not 300 <= status < 400:
@@ -126,16 +126,16 @@ class BatchPoster:
         if session.cookies:
             headers = self.headers if not retry else {**self.headers, "X-Retry-Count": str(retry)}
             return session.post(self.url, data=body, headers=headers, timeout=self.timeout)
-        post = template[1].copy()
+        post = template.prepared.copy()
         post.body = body
         post.headers["Content-Length"] = str(len(body))
         if retry:
             post.headers["X-Retry-Count"] = str(retry)
-        return session.send(post, timeout=self.timeout, allow_redirects=True, **template[2])
+        return session.send(post, timeout=self.timeout, allow_redirects=True, **template.settings)
 
-    def _prepare_template(self, session: Any) -> tuple[Any, Any, dict[str, Any], _Direct | None]:
-        if self._template is not None and self._template[3] is not None:
-            self._template[3].close()
+    def _prepare_template(self, session: Any) -> _Template:
+        if self._template is not None and self._template.direct is not None:
+            self._template.direct.close()
         request = requests.Request("POST", self.url, headers=self.headers, data=b"{}")
         prepared = session.prepare_request(request)
         settings = session.merge_environment_settings(prepared.url, {}, None, None, None)
@@ -151,7 +151,7 @@ class BatchPoster:
                 direct = _Direct(prepared.url, headers, settings["verify"], settings["cert"])
         except Exception:  # anything unusual: the session does it all, as before
             direct = None
-        return (session, prepared, settings, direct)
+        return _Template(session, _config(session), prepared, settings, direct)
 
     def _wait(self, seconds: float) -> None:
         self.on_retry()
@@ -196,6 +196,30 @@ class BatchPoster:
             if backoffs > self.max_retries or now - first_failure >= MAX_TOTAL_BACKOFF:
                 raise error
             self._wait(backoff_delay(backoffs))
+
+
+class _Template(NamedTuple):
+    """What one session's ``post`` would do, worked out once: valid while the session is
+    the SDK's and its configuration (``config``) has not changed since."""
+
+    session: Any
+    config: tuple[Any, ...]
+    prepared: Any  # the prepared request, copied per post
+    settings: dict[str, Any]  # merge_environment_settings: proxies, verify, cert, stream
+    direct: _Direct | None  # None: every post goes through the session
+
+
+def _config(session: Any) -> tuple[Any, ...]:
+    """What a user may change on a live session that changes how it posts: hooks,
+    adapters, proxies, certificates. Compared before each batch (not each message)."""
+    return (
+        tuple((name, tuple(hooks)) for name, hooks in session.hooks.items()),
+        tuple((prefix, id(adapter)) for prefix, adapter in session.adapters.items()),
+        tuple(sorted(session.proxies.items())),
+        session.verify,
+        session.cert,
+        session.trust_env,
+    )
 
 
 # Headers http.client sets itself, or that would make the endpoint answer in a form we would
