@@ -88,8 +88,9 @@ class SegmentMiddleware:
         path, route_path = scope["path"], scope["path"]  # what the browser asked, what the app routes
         root = scope.get("root_path")
         if root:  # servers differ on whether path includes the mount (ASGI 3 says it does)
-            if path == root or path.startswith(root.rstrip("/") + "/"):
-                route_path = path[len(root.rstrip("/")) :] or "/"
+            mount = root.rstrip("/")
+            if path == root or path.startswith(mount + "/"):
+                route_path = path[len(mount) :] or "/"
             else:
                 path = root + path
         if not self.runtime.tracks(route_path, scope["method"]):

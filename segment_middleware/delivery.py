@@ -185,7 +185,7 @@ class Delivery:
 
     def put(self, item: Item) -> None:
         """Queue a message. Never blocks, never raises, never does I/O."""
-        if self._generation != lifecycle.generation:
+        if self._generation != lifecycle.generation:  # _fresh's own test, inline: put runs per request
             self._fresh()
         q = self._queue
         with self._lock:

@@ -73,7 +73,7 @@ def _split(pairs: Any) -> tuple[list[str], list[tuple[str, str]]]:
     ]
 
 
-def _settle() -> None:
+def settle() -> None:
     """Everything queued so far has reached the receiver (or its final fate)."""
     assert segment_middleware.flush(15), "flush() did not finish within 15 s"
 
@@ -251,9 +251,7 @@ def running(name: str, settings: Mapping[str, Any]) -> Iterator[App]:
         yield app
     finally:
         with contextlib.suppress(AssertionError):
-            _settle()
+            settle()
         for close in app.closers:
             close()
 
-
-settle = _settle

@@ -9,6 +9,7 @@ receiver cannot pass for a slow one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterator
@@ -48,18 +49,15 @@ class Harness:
         self.adapter = adapter
         self.receiver = receiver
         self.store_path = store_path
-        self._stack: list[Any] = []
+        self._apps = contextlib.ExitStack()
 
     def app(self, **settings: Any) -> App:
         base = {"write_key": WRITE_KEY, "host": self.receiver.url, "local_store": self.store_path}
         base["flush_interval"] = 0.05
-        context = running(self.adapter, {**base, **settings})
-        self._stack.append(context)
-        return context.__enter__()
+        return self._apps.enter_context(running(self.adapter, {**base, **settings}))
 
     def close(self) -> None:
-        while self._stack:
-            self._stack.pop().__exit__(None, None, None)
+        self._apps.close()
 
     def messages(self) -> list[dict[str, Any]]:
         settle()
