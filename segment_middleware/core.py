@@ -24,7 +24,7 @@ from .identity import (
     set_cookie_header,
 )
 from .lifecycle import install_exit_flush
-from .messages import page_item, page_message
+from .messages import Queued, page_message
 from .settings import Settings
 from .tracker import _UNSET, Tracker
 
@@ -55,7 +55,7 @@ class Runtime:
 
     # ------------------------------------------------------------------ queueing
     def sink(self, msg: dict[str, Any], facts: RequestFacts | None, ts: float) -> None:
-        self._put((msg, facts, ts, None))
+        self._put(Queued(msg, ts, facts))
 
     def tracker(self, user_id: Any = None, anonymous_id: str | None = None) -> Tracker:
         """A tracker outside any request (tasks, scripts): no request context."""
@@ -103,7 +103,7 @@ class Runtime:
             if anonymous_id is None:
                 anonymous_id, is_new = new_anonymous_id(), True
         if s.consent is not None:
-            facts.consent = self._call_quietly(s.consent, request, "CONSENT")
+            facts = facts._replace(consent=self._call_quietly(s.consent, request, "CONSENT"))
         # Tracker(self.sink, ...) without the class call (cheaper on the request path): every
         # slot Tracker.__init__ sets is set here too; a test holds the two to each other.
         tracker = _new(Tracker)
@@ -145,12 +145,8 @@ class Runtime:
         # object graph to the cyclic garbage collector instead of reference counting. The
         # request is over, so the tracker lets go of it (tests/test_no_cycles.py).
         tracker._user_resolver = None
-        ts = time.time()
-        name = route or facts.path
-        item = page_item(facts, self.settings, ts, status, tracker.title, name, tracker._anonymous_id, uid)
-        if item is None:
-            item = (page_message(name, tracker._anonymous_id, uid), facts, ts, (status, tracker.title))
-        self._put(item)
+        msg = page_message(route or facts.path, tracker._anonymous_id, uid)
+        self._put(Queued(msg, time.time(), facts, automatic_page=True, status=status, title=tracker.title))
         if tracker.new_visitor and self.settings.set_cookie:
             s = self.settings
             return cookie_spec(

@@ -4,8 +4,8 @@ What the official SDK's ``Client`` lacks, and why this module exists (the figure
 the README and bench/README.md):
 
 - its ``page()`` does tens of microseconds of work on the caller's thread and serializes
-  each message three times; here the request path only appends to a deque, and the sender thread
-  builds each message's JSON text once, from pieces cached per request (``messages.encode``);
+  each message three times; here the request path only appends to a deque, and the sender
+  thread builds each message and encodes it once (``messages``);
 - it is not fork-safe; here every process gets its own queue, thread and HTTP session;
 - its exit hook does not drain the queue and ``flush()`` has no bound; here exit flushes
   within ``SHUTDOWN_TIMEOUT`` and spools the rest;
@@ -13,7 +13,7 @@ the README and bench/README.md):
 
 What it does well is reused (``http.py``): its HTTP session's settings, auth, ``APIError``,
 ``parse_retry_after``, retryable-status rules and backoff schedule; the body is ours,
-built from the already-serialized messages instead of serializing the batch again, and
+joined from the already-encoded messages instead of serializing the batch again, and
 posted over a kept-alive connection when the session would add nothing to it.
 """
 
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import lifecycle
 from .lifecycle import install_process_exit, track_forks
-from .messages import Item, encode
+from .messages import Encoded, Queued, encode, finish
 from .replay import replay
 from .store import LOCAL, SPOOL, Store
 
@@ -118,7 +118,7 @@ class _InFlight:
 
     __slots__ = ("_lock", "batch", "settled")
 
-    def __init__(self, batch: list[tuple[dict[str, Any], str]]) -> None:
+    def __init__(self, batch: list[Encoded]) -> None:
         self.batch = batch
         self.settled = False
         self._lock = threading.Lock()
@@ -150,7 +150,7 @@ class Delivery:
     def _reset(self) -> None:
         """Fresh state: at construction and in a forked child (whose inherited queue the
         parent is already sending; see :meth:`_fresh`)."""
-        self._queue: collections.deque[Item] = collections.deque()
+        self._queue: collections.deque[Queued] = collections.deque()
         # Re-entrant: an exit-signal handler may flush on a thread that was interrupted inside put().
         self._lock = threading.RLock()
         self._idle = threading.Condition(threading.Lock())
@@ -183,7 +183,7 @@ class Delivery:
                     self._reset()
                     self.store = Store(self.settings.local_store)
 
-    def put(self, item: Item) -> None:
+    def put(self, item: Queued) -> None:
         """Queue a message. Never blocks, never raises, never does I/O."""
         if self._generation != lifecycle.generation:  # _fresh's own test, inline: put runs per request
             self._fresh()
@@ -275,8 +275,8 @@ class Delivery:
             if self._stopping and not self._queue:
                 return
 
-    def _take(self) -> list[Item]:
-        items: list[Item] = []
+    def _take(self) -> list[Queued]:
+        items: list[Queued] = []
         q = self._queue
         limit = self.settings.flush_at
         while q and len(items) < limit:
@@ -286,53 +286,52 @@ class Delivery:
                 break
         return items
 
-    def _prepare(self, items: list[Item]) -> list[tuple[dict[str, Any], str]]:
-        """Finish and serialize each message once; account for the ones that cannot go."""
-        ready: list[tuple[dict[str, Any], str]] = []
+    def _prepare(self, items: list[Queued]) -> list[Encoded]:
+        """Finish and encode each message once; account for the ones that cannot go."""
+        ready: list[Encoded] = []
         settings = self.settings
         # No time.sleep(0) between messages to "let request threads in": on a busy process
         # each one forces a GIL hand-back, which costs requests more than the time a batch
         # holds the GIL (bench/README.md).
         for item in items:
             try:
-                done = encode(item, settings)
-                if done is None:
+                msg = finish(item, settings)
+                if msg is None:
                     self._dropped(1, "BEFORE_SEND returned None", queued=True)
                     continue
-                msg, text = done
+                body = encode(msg)
             except Exception as exc:
-                kind = "page" if item[0] is None else item[0].get("type")  # see messages.page_item
-                log.error("segment: could not build a %s message: %s", kind, exc)
+                log.error("segment: could not build a %s message: %s", item.message.get("type"), exc)
                 self._count("failed", 1)
                 continue
-            if len(text) > MAX_MESSAGE_BYTES:
+            if len(body) > MAX_MESSAGE_BYTES:
                 log.error(
                     "segment: dropped a %s message of %d bytes (over Segment's 32 KB limit), messageId %s",
                     msg.get("type"),
-                    len(text),
+                    len(body),
                     msg.get("messageId"),
                 )
                 self._count("failed", 1)
                 continue
-            ready.append((msg, text))
+            ready.append(Encoded(msg, body))
         return ready
 
-    def _send_batch(self, items: list[Item]) -> None:
+    def _send_batch(self, items: list[Queued]) -> None:
         ready = self._prepare(items)
-        if sum([len(text) for _, text in ready]) + len(ready) <= MAX_BATCH_BYTES:
+        if sum([len(body) for _, body in ready]) + len(ready) <= MAX_BATCH_BYTES:
             if ready:
                 self._deliver(ready)
             return
         start, size = 0, 0
-        for i, (_, text) in enumerate(ready):
-            if size + len(text) > MAX_BATCH_BYTES and i > start:
+        for i, (_, body) in enumerate(ready):
+            if size + len(body) > MAX_BATCH_BYTES and i > start:
                 self._deliver(ready[start:i])
                 start, size = i, 0
-            size += len(text) + 1
+            size += len(body) + 1
         if start < len(ready):
             self._deliver(ready[start:])
 
-    def _deliver(self, batch: list[tuple[dict[str, Any], str]]) -> None:
+    def _deliver(self, batch: list[Encoded]) -> None:
         if self.settings.uses_store:
             try:
                 self.store.insert(batch, LOCAL)
@@ -359,8 +358,8 @@ class Delivery:
         finally:
             self._in_flight = None
 
-    def _post(self, batch: list[tuple[dict[str, Any], str]]) -> None:
-        """One batch, already serialized, with the SDK's retry policy (see http.py)."""
+    def _post(self, batch: list[Encoded]) -> None:
+        """One batch, already encoded, with the SDK's retry policy (see http.py)."""
         from .http import BatchPoster, Interrupted
 
         if self._poster is None:
@@ -380,7 +379,7 @@ class Delivery:
             self._poster.timeout = max(0.1, min(self._poster.timeout, self.settings.shutdown_timeout))
         self._retries_in_batch = 0
         try:
-            self._poster.post([text for _, text in batch])
+            self._poster.post([body for _, body in batch])
         except Interrupted:
             raise _Shutdown from None
         finally:
@@ -409,7 +408,7 @@ class Delivery:
         if result.error is not None:
             self._endpoint_ok = False
 
-    def _rejected_or_spooled(self, batch: list[tuple[dict[str, Any], str]], exc: Exception) -> None:
+    def _rejected_or_spooled(self, batch: list[Encoded], exc: Exception) -> None:
         """A 400 means a message in the batch is bad: split until it is alone, then drop
         it (counted, logged without contents). Anything else is an outage: spool."""
         status = getattr(exc, "status", None)
@@ -431,7 +430,7 @@ class Delivery:
         self._endpoint_ok = False
         self._spool(batch, f"{type(exc).__name__}: {status or ''}".strip())
 
-    def _spool(self, batch: list[tuple[dict[str, Any], str]], why: str) -> None:
+    def _spool(self, batch: list[Encoded], why: str) -> None:
         if not self.settings.spool:
             log.error("segment: %d message(s) not delivered (%s) and SPOOL is off", len(batch), why)
             self._count("failed", len(batch))
@@ -510,8 +509,8 @@ class Delivery:
             # resends the same messageIds, which Segment de-duplicates.
             self._spool(flight.batch, "still in flight at SHUTDOWN_TIMEOUT")
 
-    def _take_all(self) -> list[Item]:
-        items: list[Item] = []
+    def _take_all(self) -> list[Queued]:
+        items: list[Queued] = []
         while True:
             try:
                 items.append(self._queue.popleft())
@@ -570,4 +569,3 @@ def shutdown_all(timeout: float | None = None) -> None:
             delivery.shutdown(own if timeout is None else min(own, timeout))
         except Exception:  # pragma: no cover - never raise at exit
             log.exception("segment: error while flushing at exit")
-

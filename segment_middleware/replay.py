@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
 
+from .messages import Encoded
 from .store import Store, StoredEvent
 
 __all__ = ["ReplayResult", "replay"]
 
-Post = Callable[[list[tuple[dict[str, Any], str]]], None]
+Post = Callable[[list[Encoded]], None]
 
 
 @dataclasses.dataclass
@@ -55,7 +55,7 @@ def replay(
 
 def _deliver(store: Store, post: Post, rows: list[StoredEvent], result: ReplayResult, done: set[int]) -> None:
     try:
-        post([(row.message, row.body) for row in rows])
+        post([Encoded(row.message, row.body.encode()) for row in rows])
     except Exception as exc:
         status = getattr(exc, "status", None)
         if status != 400:

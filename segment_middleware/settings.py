@@ -9,6 +9,7 @@ setting the way the user wrote it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import ipaddress
 import math
@@ -337,6 +338,12 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
     # ---------------------------------------------------------------- derived facts
+    @functools.cached_property
+    def redact_words(self) -> frozenset[str]:
+        """REDACT_QUERY_PARAMS as a set: built once, and its hash is computed once (it keys
+        the sender's caches of parsed queries)."""
+        return frozenset(self.redact_query_params)
+
     @property
     def uses_store(self) -> bool:
         """No write key: messages go to the embedded store instead of the network."""

@@ -14,7 +14,10 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .messages import Encoded
 
 __all__ = ["LOCAL", "SPOOL", "Store", "StoredEvent"]
 
@@ -96,8 +99,8 @@ class Store:
             self._conn = None
 
     # ------------------------------------------------------------------ writing
-    def insert(self, rows: Iterable[tuple[dict[str, Any], str]], kind: str, error: str | None = None) -> int:
-        """Store (message, its JSON text) pairs in one transaction; returns how many."""
+    def insert(self, rows: Iterable[Encoded], kind: str, error: str | None = None) -> int:
+        """Store encoded messages in one transaction; returns how many."""
         now = time.time()
         values = [
             (
@@ -110,9 +113,9 @@ class Store:
                 msg.get("timestamp"),
                 now,
                 error,
-                text,
+                body.decode(),
             )
-            for msg, text in rows
+            for msg, body in rows
         ]
         if not values:
             return 0

@@ -254,4 +254,3 @@ def running(name: str, settings: Mapping[str, Any]) -> Iterator[App]:
             settle()
         for close in app.closers:
             close()
-

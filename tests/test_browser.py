@@ -64,6 +64,7 @@ def _browser_deps() -> None:
         pytest.fail(f"CI runs the browser test, but it {message}", pytrace=False)
     pytest.skip(message)
 
+
 #: Writes the browser's anonymousId into the DOM once analytics.js is ready (as base.html does).
 SHOW_ID = (
     "<script>window.analytics&&analytics.ready&&analytics.ready(function(){"

@@ -19,6 +19,7 @@ import pytest
 from helpers import WRITE_KEY
 from segment_receiver import SegmentReceiver
 
+from segment_middleware.messages import Encoded
 from segment_middleware.store import LOCAL, SPOOL, Store
 
 BIN = Path(sys.executable).parent
@@ -220,7 +221,7 @@ def test_events_filters_and_limit(cli: Cli) -> None:
         {"type": "identify", "traits": {"plan": "free"}, "userId": "u2", "messageId": "m3"},
         {"type": "page", "name": "Home", "userId": "u1", "messageId": "m4"},
     ]
-    store.insert([(m, json.dumps(m)) for m in messages], LOCAL)
+    store.insert([Encoded(m, json.dumps(m).encode()) for m in messages], LOCAL)
     store.close()
 
     def listed(*args: str) -> list[dict[str, Any]]:
@@ -469,7 +470,7 @@ def test_replay_sends_local_rows_with_flags_and_marks_them(cli: Cli, receiver: S
     messages = [
         {"type": "track", "event": f"Offline {i}", "userId": "u1", "messageId": f"m{i}"} for i in (1, 2)
     ]
-    store.insert([(m, json.dumps(m)) for m in messages], LOCAL)
+    store.insert([Encoded(m, json.dumps(m).encode()) for m in messages], LOCAL)
     store.close()
     stored = rows(cli.store)
     proc = cli("replay", "--write-key", WRITE_KEY, "--host", receiver.url)
@@ -488,7 +489,7 @@ def test_failed_replay_keeps_rows_for_the_next_one(cli: Cli, receiver: SegmentRe
         {"type": "track", "event": "Spooled", "userId": "u1", "messageId": f"mid-{i}", "properties": {"i": i}}
         for i in range(3)
     ]
-    store.insert([(m, json.dumps(m)) for m in messages], SPOOL, error="test")
+    store.insert([Encoded(m, json.dumps(m).encode()) for m in messages], SPOOL, error="test")
     store.close()
 
     receiver.fail_with(401)
@@ -550,7 +551,7 @@ def test_one_rejected_row_does_not_block_replay_of_the_others(cli: Cli, receiver
         }
         for i in range(3)
     ]
-    store.insert([(m, json.dumps(m)) for m in messages], SPOOL, error="test")
+    store.insert([Encoded(m, json.dumps(m).encode()) for m in messages], SPOOL, error="test")
     store.close()
     receiver.reject_messages(lambda m: m.get("properties", {}).get("bad") is True)
     cli("replay", write_key=WRITE_KEY, host=receiver.url)

@@ -29,13 +29,13 @@ from segment_middleware import core
 from segment_middleware.context import (
     REDACTED,
     RequestFacts,
-    build_context,
     client_ip,
     locale,
-    page_properties,
     redact_query,
     redact_url,
+    request_context,
 )
+from segment_middleware.context import page_properties as _page_properties
 from segment_middleware.core import Runtime
 from segment_middleware.identity import (
     MAX_ID_LENGTH,
@@ -46,6 +46,7 @@ from segment_middleware.identity import (
     set_cookie_header,
 )
 from segment_middleware.jsonable import jsonable
+from segment_middleware.messages import Encoded
 from segment_middleware.settings import DEFAULT_REDACT, Settings, SettingsError
 from segment_middleware.store import LOCAL, SPOOL, Store
 from segment_middleware.tracker import Tracker
@@ -445,6 +446,15 @@ def stored(rt: Runtime) -> list[dict[str, Any]]:
         store.close()
 
 
+def build_context(f: RequestFacts | None, s: Settings) -> dict[str, Any]:
+    return request_context(f, s)
+
+
+def page_properties(f: RequestFacts, s: Settings, status: int | None, title: str | None) -> dict[str, Any]:
+    """The automatic page call's properties, as the sender derives them."""
+    return _page_properties(request_context(f, s)["page"], f, s, status, title)
+
+
 def facts(**overrides: Any) -> RequestFacts:
     base: dict[str, Any] = {
         "method": "GET",
@@ -745,7 +755,7 @@ def test_non_utf8_and_huge_values() -> None:
     ctx = build_context(f, s)
     assert "leak" not in ctx["page"]["search"] and "leak" not in ctx["page"]["referrer"]
     assert redact_url("https://r.example/path", WORDS) == "https://r.example/path"
-    assert redact_url(None, WORDS) == ""
+    assert build_context(facts(referrer=None), s)["page"]["referrer"] == ""
 
 
 def test_context_is_built_once_per_request_and_copied_per_message() -> None:
@@ -991,9 +1001,9 @@ def test_tracker_delivers_over_http(receiver: SegmentReceiver, store_path: str) 
 
 
 # ====================================================================== store
-def _msg(i: int, **extra: Any) -> tuple[dict[str, Any], str]:
+def _msg(i: int, **extra: Any) -> Encoded:
     m = {"type": "track", "event": f"E{i}", "userId": f"u{i % 3}", "messageId": f"m-{i}", **extra}
-    return m, json.dumps(m)
+    return Encoded(m, json.dumps(m).encode())
 
 
 @pytest.fixture

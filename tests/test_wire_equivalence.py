@@ -1,11 +1,11 @@
-"""The sender's fast wire path must send the same JSON as the dict path.
+"""What the sender puts on the wire, for arbitrary request facts, settings and calls.
 
-``messages.encode`` assembles each message's text from cached JSON pieces (context and
-page properties once per request, the message's own small dict through the encoder);
-``messages.finalize`` builds the full dict that BEFORE_SEND hooks get, and ``dumps`` of it
-is what the package sent before the fast path existed. For arbitrary request facts,
-settings and messages, both must give equal JSON (after ``json.loads``). What the context holds
-(redaction, ip, locale, campaign) is tested in test_core_units.
+There is one message path (``messages.finish`` builds the dict, ``messages.encode`` writes
+it). These properties hold it to a reference written here from the README's description
+of each field, to the plain (uncached) derivations, and to the JSON round trip: whatever
+``finish`` built is exactly what the endpoint reads, also for values orjson refuses.
+What each context part holds (redaction, ip, locale, campaign) is tested in
+test_core_units.
 """
 
 from __future__ import annotations
@@ -16,14 +16,12 @@ import json
 import re
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from segment_middleware import context as ctx
-from segment_middleware._fastjson import dumps
-from segment_middleware.context import RequestFacts
-from segment_middleware.messages import encode, finalize, iso_timestamp, message_id, page_item
+from segment_middleware.context import RequestFacts, client_ip, locale, parse_query, query_dict, redact_url
+from segment_middleware.messages import Queued, encode, finish, iso_timestamp, message_id
 from segment_middleware.settings import DEFAULT_REDACT, Settings
 from segment_middleware.version import LIBRARY
 
@@ -102,9 +100,7 @@ def facts_strategy(draw: Any) -> RequestFacts:
         ),
         draw(st.none() | ips),
         draw(st.none() | st.lists(ips, min_size=1, max_size=3).map(", ".join)),
-    )
-    facts.consent = draw(
-        st.none() | st.dictionaries(st.sampled_from(["ads", "analytics", "é"]), st.booleans())
+        draw(st.none() | st.dictionaries(st.sampled_from(["ads", "analytics", "é"]), st.booleans())),
     )
     return facts
 
@@ -163,15 +159,61 @@ def message_strategy(draw: Any) -> tuple[dict[str, Any], tuple[int | None, str |
     return msg, None
 
 
-def _twin(facts: RequestFacts) -> RequestFacts:
-    """The same request facts, without the cached build."""
-    twin = copy.copy(facts)
-    twin.built = None
-    return twin
+def reference(item: Queued, s: Settings) -> dict[str, Any]:
+    """The message as the README describes it, field by field, written without the
+    sender's code (only the redaction and parsing helpers that test_core_units covers)."""
+    msg = copy.deepcopy(item.message)
+    f = item.facts
+    context: dict[str, Any] = {"library": LIBRARY}
+    if f is not None:
+        words = frozenset(s.redact_query_params)
+        parsed = parse_query(f.query, words) if f.query else None
+        search = parsed.search if parsed else ""
+        page = {
+            "path": f.path,
+            "url": f"{f.scheme}://{f.host}{f.path}{search}",
+            "referrer": redact_url(f.referrer, words) if f.referrer else "",
+            "search": search,
+        }
+        context["page"] = page
+        ip = client_ip(f.remote_addr, f.forwarded_for, s.trusted_proxies, s.anonymize_ip)
+        if ip:
+            context["ip"] = ip
+        if f.user_agent:
+            context["userAgent"] = f.user_agent
+        if locale(f.accept_language):
+            context["locale"] = locale(f.accept_language)
+        if parsed and parsed.campaign:
+            context["campaign"] = parsed.campaign
+        if f.consent is not None:
+            context["consent"] = {"categoryPreferences": dict(f.consent)}
+        if item.automatic_page:
+            props = {**page, "method": f.method}
+            if item.status is not None:
+                props["status"] = item.status
+            if item.title:
+                props["title"] = item.title
+            if s.include_query_params and parsed and parsed.pairs:
+                props["query"] = query_dict(parsed.pairs)
+            msg["properties"] = props
+    for key, value in (msg.get("context") or {}).items():
+        base = context.get(key)
+        context[key] = {**base, **value} if isinstance(base, dict) and isinstance(value, dict) else value
+    msg["context"] = context
+    if s.integrations or "integrations" in msg:
+        msg["integrations"] = {**s.integrations, **msg.get("integrations", {})}
+    msg.setdefault("timestamp", iso_timestamp(item.timestamp))
+    return msg
 
 
 def _without_id(message: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in message.items() if k != "messageId"}
+
+
+def _item(msg: dict[str, Any], page: Any, facts: RequestFacts | None, ts: float) -> Queued:
+    if page is None:
+        return Queued(copy.deepcopy(msg), ts, facts)
+    return Queued(copy.deepcopy(msg), ts, facts, automatic_page=True, status=page[0], title=page[1])
 
 
 # ---------------------------------------------------------------------- the properties
@@ -182,120 +224,55 @@ def _without_id(message: dict[str, Any]) -> dict[str, Any]:
     messages=st.lists(message_strategy(), min_size=1, max_size=3),
     ts=st.floats(min_value=0, max_value=4e9),
 )
-def test_fast_path_sends_the_same_json_as_the_dict_path(
+def test_the_wire_message_is_the_documented_one(
     facts: RequestFacts | None, s: Settings, messages: list[Any], ts: float
 ) -> None:
-    # Several messages of one request share its facts (and so the cached context).
-    fast_facts = facts
-    dict_facts = None if facts is None else _twin(facts)
+    # Several messages of one request share its facts.
     for msg, page in messages:
-        try:
-            expected = finalize((copy.deepcopy(msg), dict_facts, ts, page), s)
-        except Exception as exc:  # e.g. a bad facts value: the fast path must fail too
-            try:
-                encode((copy.deepcopy(msg), fast_facts, ts, page), s)
-            except Exception as fast_exc:
-                assert type(fast_exc) is type(exc)
-                continue
-            raise AssertionError(f"dict path raised {exc!r}, fast path did not") from None
-        assert expected is not None
-        result = encode((copy.deepcopy(msg), fast_facts, ts, page), s)
-        assert result is not None
-        meta, text = result
-        sent = json.loads(text)
-        assert _without_id(sent) == _without_id(json.loads(dumps(expected)))
-        assert text.isascii()
-        # The ids the store and the logs use are the ones on the wire.
-        assert meta["messageId"] == sent["messageId"]
-        assert meta["timestamp"] == sent["timestamp"]
-        assert meta["type"] == sent["type"]
-        assert meta.get("userId") == sent.get("userId")
-        assert meta.get("anonymousId") == sent.get("anonymousId")
+        if page is not None and facts is None:
+            continue  # the automatic page call always has its request
+        item = _item(msg, page, facts, ts)
+        built = finish(item, s)
+        assert built is not None
+        body = encode(built)
+        sent = json.loads(body)
+        assert sent == built  # what the store and the logs read is what was sent
+        assert _without_id(sent) == _without_id(reference(_item(msg, page, facts, ts), s))
         if "messageId" not in msg:
             assert UUID4.match(sent["messageId"])
         if "timestamp" not in msg:
-            assert sent["timestamp"] == iso_timestamp(ts) and TS.match(sent["timestamp"])
-        if "library" not in (msg.get("context") or {}):
-            assert sent["context"]["library"] == LIBRARY
-
-
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(facts=facts_strategy(), s=settings_strategy)
-def test_cached_request_context_matches_its_json_and_a_fresh_build(facts: RequestFacts, s: Settings) -> None:
-    """The context dict (what BEFORE_SEND sees) and its cached JSON text (what the fast path
-    sends) are one thing; a second request with the same facts, built from the caches,
-    gets the same."""
-    try:
-        built = ctx.build(facts, s)
-    except Exception as exc:
-        raise AssertionError(f"context.build raised {exc!r}") from None
-    assert json.loads(built.context_json) == json.loads(dumps(built.context))
-    assert built.context["page"] == built.page
-    assert built.page["url"].startswith(f"{facts.scheme}://{facts.host}{facts.path}")
-    again = ctx.build(_twin(facts), s)
-    assert again.context == built.context and json.loads(again.context_json) == built.context
-    assert again.page == built.page and again.query == built.query
+            assert TS.match(sent["timestamp"])
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    facts=facts_strategy(),
-    s=settings_strategy,
-    name=any_text,
-    anonymous_id=any_text,
-    user_id=st.none() | any_text,
-    status=st.none() | st.sampled_from([200, 302, 404, 500]),
-    title=st.none() | any_text,
-    ts=st.floats(min_value=0, max_value=4e9),
-)
-def test_flat_page_item_sends_the_same_json_as_the_dict_path(
-    facts: RequestFacts,
-    s: Settings,
-    name: str,
-    anonymous_id: str,
-    user_id: str | None,
-    status: int | None,
-    title: str | None,
-    ts: float,
+@given(facts=facts_strategy(), s=settings_strategy, status=st.none() | st.sampled_from([200, 404]))
+def test_cached_derivations_give_what_a_fresh_derivation_gives(
+    facts: RequestFacts, s: Settings, status: int | None
 ) -> None:
-    """A request's own page call, queued as a flat tuple (messages.page_item) when nothing
-    else shares its facts, is the same message as the dict form."""
-    facts.consent = None
-    s = Settings(
-        write_key="k",
-        host="http://127.0.0.1:9",
-        trusted_proxies=s.trusted_proxies,
-        anonymize_ip=s.anonymize_ip,
-        redact_query_params=s.redact_query_params,
-        include_query_params=s.include_query_params and not facts.query,
-    )
-    flat = page_item(_twin(facts), s, ts, status, title, name, anonymous_id, user_id)
-    assert flat is not None
-    msg: dict[str, Any] = {"type": "page", "name": name, "anonymousId": anonymous_id}
-    if user_id is not None:
-        msg["userId"] = user_id
-    try:
-        expected = finalize((msg, _twin(facts), ts, (status, title)), s)
-    except Exception as exc:  # a bad facts value: the flat path must fail the same way
-        with pytest.raises(type(exc)):
-            encode(flat, s)
-        return
-    assert expected is not None
-    result = encode(flat, s)
-    assert result is not None
-    meta, text = result
-    sent = json.loads(text)
-    assert text.isascii() and UUID4.match(sent["messageId"])
-    assert _without_id(sent) == _without_id(json.loads(dumps(expected)))
-    assert meta == {
-        k: sent[k] for k in ("type", "name", "anonymousId", "userId", "timestamp", "messageId") if k in sent
-    }
-    # Not flat where the facts are shared or hooks must see a dict.
-    built = _twin(facts)
-    ctx.build(built, s)
-    assert page_item(built, s, ts, status, title, name, anonymous_id, user_id) is None
-    hooked = Settings(write_key="k", host="http://127.0.0.1:9", before_send=(lambda m: m,))
-    assert page_item(_twin(facts), hooked, ts, status, title, name, anonymous_id, user_id) is None
+    """The ``recurring`` caches (parsed queries, referrers, locales, query keys) change
+    nothing: a request built from warm caches equals one built after clearing them."""
+    item = Queued({"type": "page", "name": "n", "anonymousId": "a"}, 1.7e9, facts, True, status, None)
+    warm = finish(copy.deepcopy(item), s)
+    for cached in (ctx.parse_query, ctx.redact_url, ctx.locale, ctx._sensitive, ctx._networks):
+        cached.cache_clear()  # type: ignore[attr-defined]
+    cold = finish(copy.deepcopy(item), s)
+    assert warm is not None and cold is not None
+    assert _without_id(warm) == _without_id(cold)
+
+
+json_anything = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | any_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(any_text, inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=st.dictionaries(any_text, json_anything, max_size=4))
+def test_encode_round_trips_what_orjson_refuses_too(value: dict[str, Any]) -> None:
+    """Lone surrogates (possible in a badly decoded header or path) and integers past 64
+    bits are not UTF-8 / orjson material; the message still goes, with JSON escapes."""
+    assert json.loads(encode(value)) == value
 
 
 def test_message_ids_are_unique_uuid4s() -> None:
@@ -311,18 +288,26 @@ def test_before_send_hooks_get_the_full_message_and_their_changes_are_sent() -> 
             return message
         assert message["properties"]["status"] == 200
         message["context"]["page"]["path"] = "/changed"
+        message["context"]["library"]["name"] = "changed"
         message["properties"]["extra"] = True
         return message
 
     s = Settings(write_key="k", host="http://127.0.0.1:9", before_send=(hook,))
     facts = RequestFacts("GET", "https", "h", "/p", "utm_source=x")
-    result = encode(({"type": "page", "name": "p", "anonymousId": "a"}, facts, 1.7e9, (200, None)), s)
-    assert result is not None
-    sent = json.loads(result[1])
+    page = Queued({"type": "page", "name": "p", "anonymousId": "a"}, 1.7e9, facts, True, 200, None)
+    built = finish(page, s)
+    assert built is not None
+    sent = json.loads(encode(built))
     assert sent["context"]["page"]["path"] == "/changed" and sent["properties"]["extra"] is True
     assert sent["context"]["campaign"] == {"source": "x"}
-    # The hook's in-place change did not leak into the next message of the same request.
-    second = encode(
-        ({"type": "track", "event": "E", "properties": {}, "anonymousId": "a"}, facts, 1.7e9, None), s
-    )
-    assert second is not None and json.loads(second[1])["context"]["page"]["path"] == "/p"
+    # The hook's in-place changes did not leak into the next message of the same request.
+    track = Queued({"type": "track", "event": "E", "properties": {}, "anonymousId": "a"}, 1.7e9, facts)
+    second = finish(track, s)
+    assert second is not None and second["context"]["page"]["path"] == "/p"
+    assert second["context"]["library"] == LIBRARY
+    assert LIBRARY["name"] != "changed"
+
+
+def test_a_hook_that_drops_the_message_drops_it() -> None:
+    s = Settings(write_key="k", host="http://127.0.0.1:9", before_send=(lambda m: None,))
+    assert finish(Queued({"type": "track", "event": "E", "anonymousId": "a"}, 1.7e9, None), s) is None
