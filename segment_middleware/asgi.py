@@ -16,8 +16,9 @@ from typing import Any
 
 from .context import RequestFacts
 from .core import Runtime
+from .identity import CookieSpec, set_cookie_header
 from .settings import Settings
-from .tracker import Tracker, _current
+from .tracker import Tracker, _current, untracked
 
 __all__ = ["SegmentMiddleware", "get_tracker"]
 
@@ -94,7 +95,7 @@ class SegmentMiddleware:
             else:
                 path = root + path
         if not self.runtime.tracks(route_path, scope["method"]):
-            return Tracker(None, enabled=False)
+            return untracked()
         # One dict lookup per header instead of a chain of comparisons.
         found: list[str | None] = [None] * 9
         slots = self._slots
@@ -131,34 +132,26 @@ class SegmentMiddleware:
         return self.runtime.user_id_for(scope, asgi_user_id)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            tracker = self._begin(scope)
-        except Exception:  # never break the host app
-            log.exception("segment: could not start tracking this request")
-            tracker = Tracker(None, enabled=False)
-        scope.setdefault("state", {})["segment"] = tracker
-        if not tracker.enabled:
-            token = _current.set(tracker)
-            try:
-                await self.app(scope, receive, send)
-            finally:
-                _current.reset(token)
-            return
         runtime = self.runtime
+        tracker = runtime.start(self._begin, scope)
+        scope.setdefault("state", {})["segment"] = tracker
 
-        async def tracking_send(message: Message) -> None:
+        def end(status: int) -> CookieSpec | None:
+            return runtime.finish(tracker, status, route_name(scope), self._user_id(scope))
+
+        async def page_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                cookie = runtime.finish(tracker, message["status"], route_name(scope), self._user_id(scope))
+                cookie = end(message["status"])
                 if cookie is not None:
-                    set_cookie = (b"set-cookie", cookie.encode("latin-1"))
+                    set_cookie = (b"set-cookie", set_cookie_header(cookie).encode("latin-1"))
                     message["headers"] = [*message.get("headers", ()), set_cookie]
             await send(message)
 
         token = _current.set(tracker)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, page_send if tracker.enabled else send)
         except BaseException:
-            runtime.finish(tracker, 500, route_name(scope), self._user_id(scope))
+            end(500)
             raise
         finally:
             _current.reset(token)

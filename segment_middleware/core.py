@@ -1,8 +1,15 @@
-"""The framework-neutral request cycle every adapter drives: ``begin`` and ``end``.
+"""The framework-neutral request cycle every adapter drives.
 
-An adapter hands over raw facts (path, method, the Cookie header, a few headers) and gets
-back a tracker; after the response status is known it calls ``end`` and gets back the
-cookie to set, if any. Nothing here raises on visitor input or does I/O.
+1. ``tracks(route_path, method)``: EXCLUDE_PATHS and PAGE_METHODS, on the path the app's
+   own routes see (without a mount prefix).
+2. ``start(begin, ...)``: the adapter's ``begin`` copies raw facts (path, method, the
+   Cookie header, a few headers) into :meth:`Runtime.begin`, which makes the tracker.
+3. ``finish(tracker, status, route, user_id)``: once the response status is known, queue
+   the page call (once; a second call does nothing) and get back the cookie to set.
+
+``start`` and ``finish`` are the line between our code and the host app's: whatever
+fails inside them is logged and never raised. Nothing here raises on visitor input or
+does I/O.
 """
 
 from __future__ import annotations
@@ -15,18 +22,11 @@ from typing import Any
 
 from .context import RequestFacts
 from .delivery import Delivery, shutdown_all
-from .identity import (
-    CookieSpec,
-    cookie_spec,
-    cookie_value,
-    new_anonymous_id,
-    parse_anonymous_id,
-    set_cookie_header,
-)
+from .identity import CookieSpec, cookie_spec, cookie_value, new_anonymous_id, parse_anonymous_id
 from .lifecycle import install_exit_flush
 from .messages import Queued, page_message
 from .settings import Settings
-from .tracker import _UNSET, Tracker
+from .tracker import _UNSET, Tracker, untracked
 
 __all__ = ["Runtime", "default_runtime", "set_default_runtime"]
 
@@ -93,7 +93,7 @@ class Runtime:
             or (dnt == "1" and s.honor_dnt)
             or (s.should_track is not None and not self._should_track(request))
         ):
-            return Tracker(None, enabled=False)
+            return untracked()
         anonymous_id = self._ids.get(cookie_header, _MISS) if cookie_header else None  # type: ignore[arg-type]
         if anonymous_id is _MISS:
             anonymous_id = self._cookie_id(cookie_header)  # type: ignore[arg-type]
@@ -163,18 +163,27 @@ class Runtime:
         cannot be looked up lazily from sync code); identify() may still change it."""
         tracker._user_id = user_id
 
+    def start(self, begin: Callable[..., Tracker], *args: Any) -> Tracker:
+        """``begin(*args)``, the adapter's reading of its request into :meth:`begin`, guarded:
+        if it fails, the failure is logged and the request goes on untracked."""
+        try:
+            return begin(*args)
+        except Exception:
+            log.exception("segment: could not start tracking this request")
+            return untracked()
+
     def finish(
         self, tracker: Tracker, status: int | None, route: str | None, user_id: str | None
-    ) -> str | None:
-        """:meth:`end` for adapters that write raw headers: the ``Set-Cookie`` value to add,
-        if any. The guard between us and the host app: whatever fails inside is logged,
-        never raised."""
+    ) -> CookieSpec | None:
+        """:meth:`end`, guarded: if it fails, the failure is logged and the response goes
+        out without the page call's cookie."""
+        if not tracker.enabled:
+            return None
         try:
-            cookie = self.end(tracker, status, route, user_id)
+            return self.end(tracker, status, route, user_id)
         except Exception:
             log.exception("segment: could not finish tracking this request")
             return None
-        return None if cookie is None else set_cookie_header(cookie)
 
     def _cookie_id(self, header: str) -> str | None:
         """The anonymousId in a Cookie header not seen yet (``begin`` looks the header up

@@ -9,20 +9,18 @@ before a streamed body is sent), or with 500 when the view raised (see ``_AppHoo
 from __future__ import annotations
 
 import functools
-import logging
 from typing import Any
 
 from flask import Flask, g, got_request_exception, has_request_context, request
 
 from .core import Runtime
+from .identity import CookieSpec
 from .settings import Settings, SettingsError
 from .snippet import snippet_global
-from .tracker import Tracker, _current
-from .wsgi import begin_environ, header_key, status_code
+from .tracker import _current
+from .wsgi import begin_environ, header_key, page_start_response
 
 __all__ = ["Segment", "SegmentState"]
-
-log = logging.getLogger("segment_middleware")
 
 _STATE = "segment.flask.tracker"  # in the environ until the page call is queued
 
@@ -110,21 +108,18 @@ class _AppHooks:
 
     def before(self) -> None:
         req = request._get_current_object()  # type: ignore[attr-defined]
-        try:
-            tracker = begin_environ(
-                self.runtime, req.environ, req, self.id_key, functools.partial(self.user_id, req)
-            )
-        except Exception:  # never break the host app
-            log.exception("segment: could not start tracking this request")
-            tracker = Tracker(None, enabled=False)
+        runtime = self.runtime
+        tracker = runtime.start(
+            begin_environ, runtime, req.environ, req, self.id_key, functools.partial(self.user_id, req)
+        )
         req.segment = tracker
         g.segment = tracker
         _current.set(tracker)  # _ResponseStart puts back what was there before the request
         if tracker.enabled:
             req.environ[_STATE] = tracker
 
-    def end(self, environ: dict[str, Any] | None, status: int) -> str | None:
-        """Queue the page call once; the Set-Cookie value, if any.
+    def end(self, environ: dict[str, Any] | None, status: int) -> CookieSpec | None:
+        """Queue the page call once; the cookie to set, if any.
 
         Normally in the request context (Flask starts the response before popping it):
         route and user come from the request. A WSGI middleware between us and Flask that
@@ -159,16 +154,11 @@ class _ResponseStart:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         end = self.hooks.end
-
-        def page_start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            cookie = end(environ, status_code(status))
-            if cookie is not None:
-                headers.append(("Set-Cookie", cookie))
-            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
-
         previous = _current.get()
         try:
-            return self.wsgi_app(environ, page_start_response)
+            return self.wsgi_app(
+                environ, page_start_response(start_response, lambda code: end(environ, code))
+            )
         finally:
             _current.set(previous)
 

@@ -18,7 +18,7 @@ from .jsonable import jsonable
 if TYPE_CHECKING:
     from .context import RequestFacts
 
-__all__ = ["Tracker", "current"]
+__all__ = ["Tracker", "current", "untracked"]
 
 _OPTIONS = frozenset(("context", "integrations", "timestamp", "message_id"))
 _UNSET: Any = object()
@@ -31,6 +31,12 @@ _current: contextvars.ContextVar[Tracker | None] = contextvars.ContextVar("segme
 def current() -> Tracker | None:
     """The tracker of the request being handled, or None outside a request."""
     return _current.get()
+
+
+def untracked() -> Tracker:
+    """The tracker of a request that is not tracked (excluded, opted out, or our own start
+    failed): views call it as usual; its calls are validated, then dropped."""
+    return Tracker(None, enabled=False)
 
 
 def _id(value: Any, name: str) -> str:

@@ -8,20 +8,20 @@ app calls ``start_response`` (the status is known then, the body not yet sent), 
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from .context import RequestFacts
 from .core import Runtime
+from .identity import CookieSpec, set_cookie_header
 from .settings import Settings
-from .tracker import Tracker, _current
+from .tracker import Tracker, _current, untracked
 
-__all__ = ["SegmentWSGIMiddleware", "begin_environ", "header_key", "status_code"]
+__all__ = ["SegmentWSGIMiddleware", "begin_environ", "header_key", "page_start_response", "status_code"]
 
 ENVIRON_KEY = "segment.tracker"
 
-log = logging.getLogger("segment_middleware")
+StartResponse = Callable[..., Any]
 
 
 def _path(environ: dict[str, Any]) -> str:
@@ -63,9 +63,10 @@ def begin_environ(
     id_key: str,
     user_resolver: Callable[[], str | None] | None,
 ) -> Tracker:
-    """Start tracking a WSGI request; a disabled tracker for untracked ones."""
+    """Start tracking a WSGI request; an untracked tracker for excluded ones. The rules see
+    PATH_INFO, the path the app routes; the page call gets SCRIPT_NAME + PATH_INFO."""
     if not runtime.tracks(environ.get("PATH_INFO", "") or "/", environ.get("REQUEST_METHOD", "GET")):
-        return Tracker(None, enabled=False)
+        return untracked()
     return runtime.begin(
         request,
         facts_from_environ(environ),
@@ -75,6 +76,21 @@ def begin_environ(
         environ.get("HTTP_DNT"),
         user_resolver=user_resolver,
     )
+
+
+def page_start_response(
+    start_response: StartResponse, end: Callable[[int], CookieSpec | None]
+) -> StartResponse:
+    """``start_response`` that first ends tracking with the response's status (``end``
+    queues the page call) and adds the cookie ``end`` returns to the headers."""
+
+    def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        cookie = end(status_code(status))
+        if cookie is not None:
+            headers.append(("Set-Cookie", set_cookie_header(cookie)))
+        return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+
+    return start
 
 
 class SegmentWSGIMiddleware:
@@ -93,32 +109,23 @@ class SegmentWSGIMiddleware:
     def _user_id(self, environ: dict[str, Any]) -> str | None:
         return self.runtime.user_id_for(environ, lambda _environ: None)
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         runtime = self.runtime
-        try:
-            tracker = begin_environ(runtime, environ, environ, self._id_key, lambda: self._user_id(environ))
-        except Exception:  # never break the host app
-            log.exception("segment: could not start tracking this request")
-            tracker = Tracker(None, enabled=False)
+        tracker = runtime.start(
+            begin_environ, runtime, environ, environ, self._id_key, lambda: self._user_id(environ)
+        )
         environ[ENVIRON_KEY] = tracker
-        if not tracker.enabled:  # views still get a tracker (its calls are dropped)
-            token = _current.set(tracker)
-            try:
-                return self.app(environ, start_response)
-            finally:
-                _current.reset(token)
 
-        def tracking_start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            cookie = runtime.finish(tracker, status_code(status), None, self._user_id(environ))
-            if cookie is not None:
-                headers.append(("Set-Cookie", cookie))
-            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+        def end(status: int) -> CookieSpec | None:
+            return runtime.finish(tracker, status, None, self._user_id(environ))
 
         token = _current.set(tracker)
         try:
-            return self.app(environ, tracking_start_response)
+            return self.app(
+                environ, page_start_response(start_response, end) if tracker.enabled else start_response
+            )
         except BaseException:
-            runtime.finish(tracker, 500, None, self._user_id(environ))
+            end(500)
             raise
         finally:
             _current.reset(token)

@@ -1166,7 +1166,7 @@ def test_a_request_ends_once_however_often_an_adapter_says_so(local_runtime: Run
     """The response start and the app's exception may both end a request: one page call."""
     tracker = local_runtime.begin(None, facts(), None, None)
     first = local_runtime.finish(tracker, 200, "cart", None)
-    assert first is not None and first.startswith("ajs_anonymous_id=%22")  # a new visitor's cookie
+    assert first is not None and first.name == "ajs_anonymous_id"  # a new visitor's cookie
     assert local_runtime.finish(tracker, 500, "cart", None) is None
     assert local_runtime.end(tracker, 500, "cart", None) is None
     assert local_runtime.delivery.flush(5)

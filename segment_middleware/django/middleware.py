@@ -14,7 +14,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.utils.functional import SimpleLazyObject, empty
 
 from ..context import RequestFacts
-from ..tracker import Tracker, _current
+from ..tracker import Tracker, _current, untracked
 from .conf import get_runtime
 
 log = logging.getLogger("segment_middleware")
@@ -76,7 +76,7 @@ class SegmentMiddleware:
     def __call__(self, request: Any) -> Any:
         if self._async:
             return self.__acall__(request)
-        tracker = self._begin(request, functools.partial(self._user_id, request))
+        tracker = self.runtime.start(self._begin, request, functools.partial(self._user_id, request))
         request.segment = tracker
         token = _current.set(tracker)
         try:
@@ -93,7 +93,7 @@ class SegmentMiddleware:
 
     # ------------------------------------------------------------------ async
     async def __acall__(self, request: Any) -> Any:
-        tracker = self._begin(request, None)
+        tracker = self.runtime.start(self._begin, request, None)
         if tracker.enabled:
             self.runtime.known_user(tracker, await self._auser_id(request))
         request.segment = tracker
@@ -110,59 +110,51 @@ class SegmentMiddleware:
 
     # ------------------------------------------------------------------ shared
     def _begin(self, request: Any, resolver: Any) -> Tracker:
-        try:
-            runtime = self.runtime
-            if not runtime.tracks(request.path_info, request.method):  # the path the app routes
-                return Tracker(None, enabled=False)
-            meta = request.META
-            # request.scheme reads settings on every call; without a proxy header it is the
-            # WSGI server's url scheme. ASGIRequest has no such key: ask it.
-            scheme = None if self._proxy_ssl else meta.get("wsgi.url_scheme")
-            facts = RequestFacts(
-                request.method,
-                scheme or request.scheme,
-                meta.get("HTTP_HOST") or meta.get("SERVER_NAME", ""),
-                request.path,
-                meta.get("QUERY_STRING", ""),
-                meta.get("HTTP_REFERER"),
-                meta.get("HTTP_USER_AGENT"),
-                meta.get("HTTP_ACCEPT_LANGUAGE"),
-                meta.get("REMOTE_ADDR"),
-                meta.get("HTTP_X_FORWARDED_FOR"),
-            )
-            return runtime.begin(
-                request,
-                facts,
-                meta.get("HTTP_COOKIE"),
-                meta.get(self._id_key),
-                meta.get("HTTP_SEC_GPC"),
-                meta.get("HTTP_DNT"),
-                resolver,
-            )
-        except Exception:  # never break the host app
-            log.exception("segment: could not start tracking this request")
-            return Tracker(None, enabled=False)
+        runtime = self.runtime
+        if not runtime.tracks(request.path_info, request.method):  # the path the app routes
+            return untracked()
+        meta = request.META
+        # request.scheme reads settings on every call; without a proxy header it is the
+        # WSGI server's url scheme. ASGIRequest has no such key: ask it.
+        scheme = None if self._proxy_ssl else meta.get("wsgi.url_scheme")
+        facts = RequestFacts(
+            request.method,
+            scheme or request.scheme,
+            meta.get("HTTP_HOST") or meta.get("SERVER_NAME", ""),
+            request.path,
+            meta.get("QUERY_STRING", ""),
+            meta.get("HTTP_REFERER"),
+            meta.get("HTTP_USER_AGENT"),
+            meta.get("HTTP_ACCEPT_LANGUAGE"),
+            meta.get("REMOTE_ADDR"),
+            meta.get("HTTP_X_FORWARDED_FOR"),
+        )
+        return runtime.begin(
+            request,
+            facts,
+            meta.get("HTTP_COOKIE"),
+            meta.get(self._id_key),
+            meta.get("HTTP_SEC_GPC"),
+            meta.get("HTTP_DNT"),
+            resolver,
+        )
 
     def _end(self, request: Any, tracker: Tracker, response: Any, user_id: str | None) -> None:
-        if not tracker.enabled:
-            return
-        try:
-            status = response.status_code if response is not None else 500
-            match = getattr(request, "resolver_match", None)
-            route = match.view_name if match is not None else None
-            cookie = self.runtime.end(tracker, status, route, user_id)
-            if cookie is not None and response is not None and cookie.name not in response.cookies:
-                response.set_cookie(
-                    cookie.name,
-                    cookie.value,
-                    max_age=cookie.max_age,
-                    domain=cookie.domain,
-                    secure=cookie.secure,
-                    httponly=False,
-                    samesite="Lax",
-                )
-        except Exception:
-            log.exception("segment: could not finish tracking this request")
+        match = getattr(request, "resolver_match", None)
+        route = match.view_name if match is not None else None
+        cookie = self.runtime.finish(
+            tracker, 500 if response is None else response.status_code, route, user_id
+        )
+        if cookie is not None and response is not None and cookie.name not in response.cookies:
+            response.set_cookie(
+                cookie.name,
+                cookie.value,
+                max_age=cookie.max_age,
+                domain=cookie.domain,
+                secure=cookie.secure,
+                httponly=False,
+                samesite="Lax",
+            )
 
     def _user_id(self, request: Any) -> str | None:
         return self.runtime.user_id_for(request, default_user_id)
