@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import lifecycle
 from .lifecycle import install_process_exit, track_forks
+from .logs import Burst, sdk_log_filter
 from .messages import Encoded, Queued, encode, finish
 from .replay import replay
 from .store import LOCAL, SPOOL, Store
@@ -41,7 +42,6 @@ log = logging.getLogger("segment_middleware")
 
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 475_000  # the SDK's limit, below Segment's 500 KB
-DROP_LOG_WINDOW = 10.0  # seconds: drops within one window are logged once, with the count
 REPLAY_EVERY = 5.0  # seconds between AUTO_REPLAY passes
 REPLAY_BATCHES = 10  # batches per pass, so replay never starves fresh messages
 SPOOL_LOG = "segment: %d message(s) not delivered (%s); kept in %s for `segment-middleware replay`"
@@ -52,64 +52,6 @@ SPOOL_LOG = "segment: %d message(s) not delivered (%s); kept in %s for `segment-
 # message waits.
 WAKE_BATCHES = 10
 STAT_KEYS = ("queued", "delivered", "failed", "dropped", "spooled", "retried")
-
-
-class _SdkLogFilter(logging.Filter):
-    """The SDK logs whole request bodies at DEBUG (``making request: {... "writeKey": ...}``):
-    personal data and the write key. Drop those records; scrub known keys from the rest."""
-
-    def __init__(self) -> None:
-        super().__init__("segment")
-        self.secrets: set[str] = set()
-        self._last_seen: dict[str, float] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = str(record.msg)
-        if record.levelno <= logging.DEBUG and text.startswith(("making request", "received response")):
-            return False
-        if record.levelno >= logging.WARNING:
-            # The SDK logs every failed batch; ours says it once per burst with the count.
-            key, now = text[:24], time.monotonic()
-            if now - self._last_seen.get(key, -DROP_LOG_WINDOW) < DROP_LOG_WINDOW:
-                return False
-            self._last_seen[key] = now
-        if self.secrets:
-            text = record.getMessage()
-            if any(secret in text for secret in self.secrets):
-                for secret in self.secrets:
-                    text = text.replace(secret, "[WRITE_KEY]")
-                record.msg, record.args = text, None
-        return True
-
-
-_sdk_log_filter = _SdkLogFilter()
-
-
-class _Burst:
-    """One log line for the first event of a burst, then at most one summary per window,
-    so an outage of an hour logs a few dozen lines, not one per batch."""
-
-    def __init__(self, level: int, template: str) -> None:
-        self.level = level
-        self.template = template
-        self._lock = threading.Lock()
-        self._unlogged = 0
-        self._args: tuple[Any, ...] = ()
-        self._last = -DROP_LOG_WINDOW
-
-    def note(self, n: int, *args: Any) -> None:
-        with self._lock:
-            self._unlogged += n
-            self._args = args
-        self.tick()
-
-    def tick(self, *, force: bool = False) -> None:
-        with self._lock:
-            now = time.monotonic()
-            if not self._unlogged or (not force and now - self._last < DROP_LOG_WINDOW):
-                return
-            count, args, self._unlogged, self._last = self._unlogged, self._args, 0, now
-        log.log(self.level, self.template, count, *args)
 
 
 class _InFlight:
@@ -142,7 +84,7 @@ class Delivery:
         self.settings = settings
         self.store = Store(settings.local_store)
         if settings.write_key:
-            _sdk_log_filter.secrets.add(settings.write_key)
+            sdk_log_filter.secrets.add(settings.write_key)
         _install_process_hooks()
         self._reset()
         _registry.add(self)
@@ -166,8 +108,8 @@ class Delivery:
         self._counts = dict.fromkeys(STAT_KEYS, 0)
         self._pending = 0
         self._retries_in_batch = 0
-        self._drop_log = _Burst(logging.WARNING, "segment: dropped %d message(s): %s")
-        self._spool_log = _Burst(logging.WARNING, SPOOL_LOG)
+        self._drop_log = Burst(logging.WARNING, "segment: dropped %d message(s): %s")
+        self._spool_log = Burst(logging.WARNING, SPOOL_LOG)
         self._generation = lifecycle.generation
         s = self.settings
         self._wake_at = max(1, min(s.flush_at * WAKE_BATCHES, s.max_queue_size // 2))
@@ -555,7 +497,7 @@ def _install_process_hooks() -> None:
     if _hooks_installed:
         return
     _hooks_installed = True
-    logging.getLogger("segment").addFilter(_sdk_log_filter)
+    logging.getLogger("segment").addFilter(sdk_log_filter)
     track_forks()
     install_process_exit(shutdown_all)
 

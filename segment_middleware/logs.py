@@ -1,0 +1,76 @@
+"""Log lines that stay few and never carry secrets, whatever happens to delivery.
+
+An outage of an hour must log a few dozen lines, not one per batch; the SDK's own logger
+must never print a request body (personal data, the write key).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+__all__ = ["Burst", "sdk_log_filter"]
+
+log = logging.getLogger("segment_middleware")
+
+DROP_LOG_WINDOW = 10.0  # seconds: events within one window are logged once, with the count
+
+
+class SdkLogFilter(logging.Filter):
+    """The SDK logs whole request bodies at DEBUG (``making request: {... "writeKey": ...}``):
+    personal data and the write key. Drop those records; scrub known keys from the rest."""
+
+    def __init__(self) -> None:
+        super().__init__("segment")
+        self.secrets: set[str] = set()
+        self._last_seen: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        if record.levelno <= logging.DEBUG and text.startswith(("making request", "received response")):
+            return False
+        if record.levelno >= logging.WARNING:
+            # The SDK logs every failed batch; ours says it once per burst with the count.
+            key, now = text[:24], time.monotonic()
+            if now - self._last_seen.get(key, -DROP_LOG_WINDOW) < DROP_LOG_WINDOW:
+                return False
+            self._last_seen[key] = now
+        if self.secrets:
+            text = record.getMessage()
+            if any(secret in text for secret in self.secrets):
+                for secret in self.secrets:
+                    text = text.replace(secret, "[WRITE_KEY]")
+                record.msg, record.args = text, None
+        return True
+
+
+sdk_log_filter = SdkLogFilter()
+
+
+class Burst:
+    """One log line for the first event of a burst, then at most one summary per window,
+    so an outage of an hour logs a few dozen lines, not one per batch."""
+
+    def __init__(self, level: int, template: str) -> None:
+        self.level = level
+        self.template = template
+        self._lock = threading.Lock()
+        self._unlogged = 0
+        self._args: tuple[Any, ...] = ()
+        self._last = -DROP_LOG_WINDOW
+
+    def note(self, n: int, *args: Any) -> None:
+        with self._lock:
+            self._unlogged += n
+            self._args = args
+        self.tick()
+
+    def tick(self, *, force: bool = False) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if not self._unlogged or (not force and now - self._last < DROP_LOG_WINDOW):
+                return
+            count, args, self._unlogged, self._last = self._unlogged, self._args, 0, now
+        log.log(self.level, self.template, count, *args)
