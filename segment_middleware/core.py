@@ -35,7 +35,6 @@ log = logging.getLogger("segment_middleware")
 _CACHED_HEADERS = 2048  # distinct Cookie headers remembered (cleared when full)
 _CACHED_HEADER_MAX = 2048  # characters; longer headers are parsed every time
 _MISS: Any = object()
-_new = object.__new__
 
 
 class Runtime:
@@ -104,19 +103,7 @@ class Runtime:
                 anonymous_id, is_new = new_anonymous_id(), True
         if s.consent is not None:
             facts = facts._replace(consent=self._call_quietly(s.consent, request, "CONSENT"))
-        # Tracker(self.sink, ...) without the class call (cheaper on the request path): every
-        # slot Tracker.__init__ sets is set here too; a test holds the two to each other.
-        tracker = _new(Tracker)
-        tracker._sink = self._sink
-        tracker._user_id = None if user_resolver is None else _UNSET
-        tracker._user_resolver = user_resolver
-        tracker._anonymous_id = anonymous_id
-        tracker._facts = facts
-        tracker._ended = False
-        tracker.enabled = True
-        tracker.title = None
-        tracker.new_visitor = is_new
-        return tracker
+        return Tracker(self._sink, None, anonymous_id, facts, user_resolver, new_visitor=is_new)
 
     def end(
         self,

@@ -90,6 +90,7 @@ class Tracker:
         facts: RequestFacts | None = None,
         user_resolver: Callable[[], str | None] | None = None,
         enabled: bool = True,
+        new_visitor: bool = False,
     ) -> None:
         self._sink = sink
         self._user_id: Any = _UNSET if user_resolver is not None and user_id is None else user_id
@@ -99,7 +100,7 @@ class Tracker:
         self._ended = False  # the request's page call is queued (Runtime.end)
         self.enabled = enabled and sink is not None
         self.title: str | None = None
-        self.new_visitor = False
+        self.new_visitor = new_visitor  # no anonymousId came with the request: set the cookie
 
     # ------------------------------------------------------------------ ids
     @property

@@ -426,8 +426,8 @@ def test_cookie_ids_are_remembered_per_header_and_bounded(local_runtime: Runtime
 
 
 def test_request_tracker_from_begin_is_a_complete_tracker(local_runtime: Runtime) -> None:
-    """Runtime.begin sets a Tracker's slots itself (no class call): every slot must be set,
-    to what Tracker(...) would give the same arguments."""
+    """A tracker from Runtime.begin is what Tracker(...) gives for the request's ids, facts
+    and user lookup (a returning visitor: no cookie to set)."""
     resolver = lambda: "u-1"  # noqa: E731
     f = facts()
     made = local_runtime.begin(None, f, "ajs_anonymous_id=%22abc%22", None, user_resolver=resolver)
