@@ -161,8 +161,12 @@ DETAIL_RECEIVER = (
 class Receiver:
     """The package's Segment-compatible receiver in its own process (so its CPU is not ours)."""
 
-    def __init__(self, max_seconds: float, detail: bool = False) -> None:
-        if RECEIVER_KIND == "raw":
+    def __init__(self, max_seconds: float, detail: bool = False, launch: Sequence[str] | None = None) -> None:
+        """``launch``: the interpreter arguments that start the receiver, replacing the pick
+        by RECEIVER_KIND (``tail.py`` starts ``rawreceiver`` with a live count this way)."""
+        if launch is not None:
+            launch = list(launch)
+        elif RECEIVER_KIND == "raw":
             launch = [str(HERE / "rawreceiver.py"), *(["--detail"] if detail else [])]
         elif detail:
             launch = ["-c", DETAIL_RECEIVER.format(nodelay=RECEIVER_KIND == "full")]
@@ -460,9 +464,11 @@ def run_child(kind: str, args: argparse.Namespace) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- part 3: gunicorn
 class Gunicorn:
-    """One gunicorn (sync worker, 1 worker) serving djbench with one stack."""
+    """One gunicorn (sync worker, 1 worker unless told) serving djbench with one stack."""
 
-    def __init__(self, stack: str, host: str | None, logdir: str) -> None:
+    def __init__(
+        self, stack: str, host: str | None, logdir: str, workers: int = 1, app: str = "djbench:wsgi_app()"
+    ) -> None:
         self.stack = stack
         self.port = free_port()
         env = {**os.environ, "BENCH_STACK": stack, "PYTHONUNBUFFERED": "1"}
@@ -475,7 +481,7 @@ class Gunicorn:
             "--bind",
             f"127.0.0.1:{self.port}",
             "--workers",
-            "1",
+            str(workers),
             "--worker-class",
             "sync",
             "--graceful-timeout",
@@ -484,7 +490,7 @@ class Gunicorn:
             "warning",
             "--chdir",
             str(HERE),
-            "djbench:wsgi_app()",
+            app,
         ]
         self.log_path = os.path.join(logdir, f"gunicorn-{stack}.log")
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
