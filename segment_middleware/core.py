@@ -24,7 +24,7 @@ from .context import RequestFacts
 from .delivery import Delivery, shutdown_all
 from .identity import CookieSpec, cookie_spec, cookie_value, new_anonymous_id, parse_anonymous_id
 from .lifecycle import install_exit_flush
-from .messages import Queued, page_message
+from .messages import Queued
 from .settings import Settings
 from .tracker import _UNSET, Tracker, untracked
 
@@ -132,8 +132,18 @@ class Runtime:
         # object graph to the cyclic garbage collector instead of reference counting. The
         # request is over, so the tracker lets go of it (tests/test_no_cycles.py).
         tracker._user_resolver = None
-        msg = page_message(route or facts.path, tracker._anonymous_id, uid)
-        self._put(Queued(msg, time.time(), facts, automatic_page=True, status=status, title=tracker.title))
+        self._put(
+            Queued(
+                None,  # the automatic page call: the sender makes its message from these
+                time.time(),
+                facts,
+                name=route or facts.path,
+                anonymous_id=tracker._anonymous_id,
+                user_id=uid,
+                status=status,
+                title=tracker.title,
+            )
+        )
         if tracker.new_visitor and self.settings.set_cookie:
             s = self.settings
             return cookie_spec(

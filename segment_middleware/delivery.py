@@ -243,7 +243,8 @@ class Delivery:
                     continue
                 body = encode(msg)
             except Exception as exc:
-                log.error("segment: could not build a %s message: %s", item.message.get("type"), exc)
+                kind = "page" if item.message is None else item.message.get("type")
+                log.error("segment: could not build a %s message: %s", kind, exc)
                 self._count("failed", 1)
                 continue
             if len(body) > MAX_MESSAGE_BYTES:

@@ -160,9 +160,13 @@ class BatchPoster:
 
     def post(self, messages: Sequence[bytes]) -> None:
         """Post encoded messages as one batch."""
-        # One join: chained ``+`` would copy the whole (up to 475 KB) body at every step.
-        sent_at = iso_timestamp(time.time()).encode()
-        body = b"".join([b'{"batch":[', b",".join(messages), b'],"sentAt":"', sent_at, b'"}'])
+        # The (up to 475 KB) body is written once: one join, the batch's head and tail glued
+        # to its first and last message.
+        head, tail = b'{"batch":[', b'],"sentAt":"' + iso_timestamp(time.time()).encode() + b'"}'
+        if len(messages) == 1:
+            body = head + messages[0] + tail
+        else:
+            body = b",".join([head + messages[0], *messages[1:-1], messages[-1] + tail])
         if self.gzip:
             # Level 1: a few percent larger than the default 9 on batch JSON, for a fraction
             # of its CPU (bench/README.md).

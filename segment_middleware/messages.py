@@ -25,14 +25,19 @@ __all__ = ["Encoded", "Queued", "encode", "finish", "iso_timestamp", "message_id
 
 
 class Queued(NamedTuple):
-    """A call waiting for the sender."""
+    """A call waiting for the sender: a tracker call's own members (``message``), or, when
+    ``message`` is None, a request's automatic page call, made by the sender from the
+    fields after ``facts`` (a queued item holds no dict of its own then: up to
+    MAX_QUEUE_SIZE of them wait during an outage)."""
 
-    message: dict[str, Any]  # the call's own members: type, ids, event or name, properties...
+    message: dict[str, Any] | None  # type, ids, event or name, properties...
     timestamp: float  # time.time() at the call
     facts: RequestFacts | None  # the request the call was made in; None outside one
-    automatic_page: bool = False  # the request's own page call: properties from its facts
-    status: int | None = None  # (automatic page call) the response status
-    title: str | None = None  # (automatic page call) the title a view set
+    name: str | None = None  # the automatic page call's name (the route)
+    anonymous_id: str | None = None
+    user_id: str | None = None
+    status: int | None = None  # the response status
+    title: str | None = None  # the title a view set
 
 
 class Encoded(NamedTuple):
@@ -52,10 +57,14 @@ def page_message(name: str, anonymous_id: str | None, user_id: str | None) -> di
 
 def finish(item: Queued, settings: Settings) -> dict[str, Any] | None:
     """The complete wire message, or None when a BEFORE_SEND hook dropped it."""
-    msg = item.message
     context = request_context(item.facts, settings)
-    if item.automatic_page and item.facts is not None:
-        msg["properties"] = page_properties(context["page"], item.facts, settings, item.status, item.title)
+    msg = item.message
+    if msg is None:  # the request's automatic page call
+        msg = page_message(item.name or "", item.anonymous_id, item.user_id)
+        if item.facts is not None:
+            msg["properties"] = page_properties(
+                context["page"], item.facts, settings, item.status, item.title
+            )
     own = msg.get("context")
     if own:  # the call's own context: its dicts merged into the request's, key by key
         for key, value in own.items():

@@ -162,7 +162,12 @@ def message_strategy(draw: Any) -> tuple[dict[str, Any], tuple[int | None, str |
 def reference(item: Queued, s: Settings) -> dict[str, Any]:
     """The message as the README describes it, field by field, written without the
     sender's code (only the redaction and parsing helpers that test_core_units covers)."""
-    msg = copy.deepcopy(item.message)
+    if item.message is None:  # the request's automatic page call
+        msg: dict[str, Any] = {"type": "page", "name": item.name, "anonymousId": item.anonymous_id}
+        if item.user_id is not None:
+            msg["userId"] = item.user_id
+    else:
+        msg = copy.deepcopy(item.message)
     f = item.facts
     context: dict[str, Any] = {"library": LIBRARY}
     if f is not None:
@@ -187,7 +192,7 @@ def reference(item: Queued, s: Settings) -> dict[str, Any]:
             context["campaign"] = parsed.campaign
         if f.consent is not None:
             context["consent"] = {"categoryPreferences": dict(f.consent)}
-        if item.automatic_page:
+        if item.message is None:
             props = {**page, "method": f.method}
             if item.status is not None:
                 props["status"] = item.status
@@ -213,7 +218,8 @@ def _without_id(message: dict[str, Any]) -> dict[str, Any]:
 def _item(msg: dict[str, Any], page: Any, facts: RequestFacts | None, ts: float) -> Queued:
     if page is None:
         return Queued(copy.deepcopy(msg), ts, facts)
-    return Queued(copy.deepcopy(msg), ts, facts, automatic_page=True, status=page[0], title=page[1])
+    name, anonymous_id, user_id = msg["name"], msg["anonymousId"], msg.get("userId")
+    return Queued(None, ts, facts, name, anonymous_id, user_id, status=page[0], title=page[1])
 
 
 # ---------------------------------------------------------------------- the properties
@@ -251,7 +257,7 @@ def test_cached_derivations_give_what_a_fresh_derivation_gives(
 ) -> None:
     """The ``recurring`` caches (parsed queries, referrers, locales, query keys) change
     nothing: a request built from warm caches equals one built after clearing them."""
-    item = Queued({"type": "page", "name": "n", "anonymousId": "a"}, 1.7e9, facts, True, status, None)
+    item = Queued(None, 1.7e9, facts, name="n", anonymous_id="a", status=status)
     warm = finish(copy.deepcopy(item), s)
     for cached in (ctx.parse_query, ctx.redact_url, ctx.locale, ctx._sensitive, ctx._networks):
         cached.cache_clear()  # type: ignore[attr-defined]
@@ -294,7 +300,7 @@ def test_before_send_hooks_get_the_full_message_and_their_changes_are_sent() -> 
 
     s = Settings(write_key="k", host="http://127.0.0.1:9", before_send=(hook,))
     facts = RequestFacts("GET", "https", "h", "/p", "utm_source=x")
-    page = Queued({"type": "page", "name": "p", "anonymousId": "a"}, 1.7e9, facts, True, 200, None)
+    page = Queued(None, 1.7e9, facts, name="p", anonymous_id="a", status=200)
     built = finish(page, s)
     assert built is not None
     sent = json.loads(encode(built))
