@@ -8,6 +8,7 @@ message is built, so a request pays for none of it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import ipaddress
 import re
@@ -34,11 +35,14 @@ _CAMPAIGN = {
 }
 
 
-class RequestFacts(NamedTuple):
+@dataclasses.dataclass(slots=True)
+class RequestFacts:
     """Raw, unparsed facts about one request, as the adapter found them.
 
     ``path`` is the full path the browser asked for (mount prefix included); the message's
     ``url``, ``path`` and ``search`` are derived from it and from ``query`` by the sender.
+    Not changed once queued. (A class with slots: made on every request, where it costs
+    half of a named tuple.)
     """
 
     method: str
@@ -66,11 +70,11 @@ def recurring(fn: Callable[..., _T]) -> Callable[..., _T]:
     campaign links, referrers, Accept-Language headers, query keys. ``fn`` must be a
     pure function of its (hashable) arguments; at most :data:`RECURRING_MAX` results of
     first arguments up to :data:`RECURRING_TEXT_MAX` long are kept."""
-    cache: dict[tuple[Hashable, ...], _T] = {}
+    cache: dict[tuple[Any, tuple[Hashable, ...]], _T] = {}
 
     @functools.wraps(fn)
     def cached(first: Any, *rest: Hashable) -> _T:
-        key = (first, *rest)
+        key = (first, rest)
         try:
             return cache[key]
         except KeyError:
@@ -267,7 +271,9 @@ def request_context(facts: RequestFacts | None, settings: Settings) -> dict[str,
             "search": query.search,
         },
     }
-    ip = client_ip(facts.remote_addr, facts.forwarded_for, settings.trusted_proxies, settings.anonymize_ip)
+    ip = facts.remote_addr
+    if settings.trusted_proxies or settings.anonymize_ip:
+        ip = client_ip(ip, facts.forwarded_for, settings.trusted_proxies, settings.anonymize_ip)
     if ip:
         context["ip"] = ip
     if facts.user_agent:

@@ -102,7 +102,7 @@ class Runtime:
             if anonymous_id is None:
                 anonymous_id, is_new = new_anonymous_id(), True
         if s.consent is not None:
-            facts = facts._replace(consent=self._call_quietly(s.consent, request, "CONSENT"))
+            facts.consent = self._call_quietly(s.consent, request, "CONSENT")
         return Tracker(self._sink, None, anonymous_id, facts, user_resolver, new_visitor=is_new)
 
     def end(

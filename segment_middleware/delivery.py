@@ -261,16 +261,16 @@ class Delivery:
 
     def _send_batch(self, items: list[Queued]) -> None:
         ready = self._prepare(items)
-        if sum([len(body) for _, body in ready]) + len(ready) <= MAX_BATCH_BYTES:
+        if sum([len(encoded.body) for encoded in ready]) + len(ready) <= MAX_BATCH_BYTES:
             if ready:
                 self._deliver(ready)
             return
         start, size = 0, 0
-        for i, (_, body) in enumerate(ready):
-            if size + len(body) > MAX_BATCH_BYTES and i > start:
+        for i, encoded in enumerate(ready):
+            if size + len(encoded.body) > MAX_BATCH_BYTES and i > start:
                 self._deliver(ready[start:i])
                 start, size = i, 0
-            size += len(body) + 1
+            size += len(encoded.body) + 1
         if start < len(ready):
             self._deliver(ready[start:])
 
@@ -322,7 +322,7 @@ class Delivery:
             self._poster.timeout = max(0.1, min(self._poster.timeout, self.settings.shutdown_timeout))
         self._retries_in_batch = 0
         try:
-            self._poster.post([body for _, body in batch])
+            self._poster.post([encoded.body for encoded in batch])
         except Interrupted:
             raise _Shutdown from None
         finally:
@@ -361,7 +361,7 @@ class Delivery:
                 self._deliver(batch[:mid])
                 self._deliver(batch[mid:])
                 return
-            msg = batch[0][0]
+            msg = batch[0].message
             log.error(
                 "segment: the endpoint rejected a %s message (messageId %s): %s",
                 msg.get("type"),

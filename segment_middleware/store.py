@@ -102,21 +102,7 @@ class Store:
     def insert(self, rows: Iterable[Encoded], kind: str, error: str | None = None) -> int:
         """Store encoded messages in one transaction; returns how many."""
         now = time.time()
-        values = [
-            (
-                msg.get("messageId") or "",
-                kind,
-                msg.get("type") or "",
-                msg.get("event") or msg.get("name"),
-                _text(msg.get("userId")),
-                _text(msg.get("anonymousId")),
-                msg.get("timestamp"),
-                now,
-                error,
-                body.decode(),
-            )
-            for msg, body in rows
-        ]
+        values = [_columns(row.message, row.body, kind, now, error) for row in rows]
         if not values:
             return 0
         with self._lock:
@@ -252,6 +238,22 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _columns(msg: dict[str, Any], body: bytes, kind: str, now: float, error: str | None) -> tuple[Any, ...]:
+    """One row of ``events``, in the order of the INSERT's column list."""
+    return (
+        msg.get("messageId") or "",
+        kind,
+        msg.get("type") or "",
+        msg.get("event") or msg.get("name"),
+        _text(msg.get("userId")),
+        _text(msg.get("anonymousId")),
+        msg.get("timestamp"),
+        now,
+        error,
+        body.decode(),
+    )
 
 
 def _text(value: Any) -> str | None:
