@@ -17,6 +17,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers import WRITE_KEY  # noqa: E402  (needs the sys.path line above)
 
+# A user's project in miniature, with its own Django settings: test_testing_helpers runs
+# it in a subprocess; collecting it here would load its conftest into this process.
+collect_ignore = ["sample_project"]
+
 # Tests press Ctrl-C (SIGINT) on the servers and CLI commands they start. A shell without
 # job control starts background commands with SIGINT ignored, and an ignored signal is
 # inherited across exec: those children could not be interrupted. A handler here is reset

@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -464,3 +465,25 @@ def test_a_page_without_a_query(h: Harness) -> None:
     (page,) = h.pages()
     assert page["properties"]["search"] == "" == page["context"]["page"]["search"]
     assert page["properties"]["url"].endswith("/track") and "campaign" not in page["context"]
+
+
+# ---------------------------------------------------------------------- testing.capture()
+def test_capture_collects_what_each_adapter_sends_and_nothing_leaves(h: Harness) -> None:
+    """A user's test with their framework's own test client: the request's page call and
+    the view's track are in ``events`` when the response is back (no flush), as the
+    endpoint would read them; the endpoint and the local store get nothing."""
+    from segment_middleware.testing import capture
+
+    app = h.app()
+    with capture() as events:
+        response = app.get("/track?n=captured")
+        assert response.status == 200
+        assert [m["type"] for m in events] == ["track", "page"]
+        track = events.assert_sent("track", event="Matrix Event")
+        page = events.assert_sent("page", properties={"search": "?n=captured", "status": 200})
+        assert track["anonymousId"] == page["anonymousId"]
+        assert UUID4.match(page["messageId"]) and page["context"]["page"]["path"] == "/track"
+    assert segment_middleware.flush(10)
+    assert h.receiver.messages == [] and stored(Path(h.store_path)) == []
+    app.get("/?n=after")  # delivery is back once the capture is over
+    assert h.markers() == ["after"]
