@@ -76,7 +76,12 @@ def finish(item: Queued, settings: Settings) -> dict[str, Any] | None:
             context[key] = {**base, **value} if isinstance(base, dict) and isinstance(value, dict) else value
     msg["context"] = context
     if settings.integrations or "integrations" in msg:
-        msg["integrations"] = {**settings.integrations, **msg.get("integrations", {})}
+        per_event = settings.event_integrations.get(msg.get("event", "")) if msg["type"] == "track" else None
+        msg["integrations"] = {
+            **settings.default_integrations,
+            **(per_event or {}),
+            **msg.get("integrations", {}),
+        }
     if "timestamp" not in msg:
         msg["timestamp"] = iso_timestamp(item.timestamp)
     if "messageId" not in msg:

@@ -222,6 +222,20 @@ def _mapping(value: Any, name: str) -> Mapping[str, Any]:
     return dict(value)
 
 
+def _integrations(value: Any, name: str) -> Mapping[str, Any]:
+    """The default ``integrations`` object; its ``"events"`` key, when present, maps event
+    names to the integrations of that event's track calls (merged over the default)."""
+    integrations = dict(_mapping(value, name))
+    events = integrations.get("events")
+    if events is not None:
+        if not isinstance(events, Mapping) or not all(
+            isinstance(event, str) and isinstance(per, Mapping) for event, per in events.items()
+        ):
+            raise SettingsError(f"{name}: its 'events' key must map event names to integrations objects")
+        integrations["events"] = {event: dict(per) for event, per in events.items()}
+    return integrations
+
+
 def _redact(value: Any, name: str) -> tuple[str, ...]:
     return tuple(item.lower() for item in _str_list(value, name))
 
@@ -284,7 +298,7 @@ class Settings:
     before_send: tuple[Callable[[dict[str, Any]], dict[str, Any] | None], ...] = _setting(
         "E022", _callables, ()
     )
-    integrations: Mapping[str, Any] = _setting("E023", _mapping, factory=dict)
+    integrations: Mapping[str, Any] = _setting("E023", _integrations, factory=dict)
     flush_at: int = _setting("E024", _flush_at, 100)
     flush_interval: float = _setting("E025", _number(float, 0, inclusive=False), 0.5)
     max_queue_size: int = _setting("E026", _number(int, 1), 10000)
@@ -343,6 +357,16 @@ class Settings:
         """REDACT_QUERY_PARAMS as a set: built once, and its hash is computed once (it keys
         the sender's caches of parsed queries)."""
         return frozenset(self.redact_query_params)
+
+    @functools.cached_property
+    def default_integrations(self) -> dict[str, Any]:
+        """INTEGRATIONS without its per-event part."""
+        return {key: value for key, value in self.integrations.items() if key != "events"}
+
+    @functools.cached_property
+    def event_integrations(self) -> dict[str, dict[str, Any]]:
+        """INTEGRATIONS["events"]: event name -> that event's integrations."""
+        return dict(self.integrations.get("events") or {})
 
     @property
     def uses_store(self) -> bool:

@@ -163,6 +163,8 @@ def test_values_are_coerced(key: str, value: Any, expected: Any) -> None:
         ("tracking_plan", "plan.json", "tracking plans are not available in this version"),
         ("plan_violations", "drop", "tracking plans are not available in this version"),
         ("integrations", ["All"], "must be a dict"),
+        ("integrations", {"events": ["Order Completed"]}, "must map event names to integrations"),
+        ("integrations", {"events": {"Order Completed": True}}, "must map event names to integrations"),
         ("user_id", 42, "must be a callable or a dotted path"),
         ("user_id", "no_such_module_xyz.func", "cannot import"),
         ("before_send", [print, 3], "must be a callable"),
@@ -1172,3 +1174,22 @@ def test_a_request_ends_once_however_often_an_adapter_says_so(local_runtime: Run
     assert local_runtime.delivery.flush(5)
     pages = [e for e in Store(local_runtime.settings.local_store).events() if e.message["type"] == "page"]
     assert [p.message["properties"]["status"] for p in pages] == [200]
+
+
+def test_a_calls_integrations_win_over_its_events_and_the_default(tmp_path: Path) -> None:
+    from segment_middleware.testing import capture
+
+    events_integrations = {"Order Completed": {"Mixpanel": True, "Amplitude": False}}
+    rt = Runtime(
+        Settings(
+            local_store=str(tmp_path / "s.sqlite3"),
+            integrations={"All": False, "Mixpanel": False, "events": events_integrations},
+        )
+    )
+    with capture() as events:
+        rt.tracker(user_id=1).track("Order Completed", integrations={"Amplitude": True})
+        rt.tracker(user_id=1).track("Other")
+        rt.tracker(user_id=1).page("Order Completed")  # a page of that name is not the event
+    order, other, page = events
+    assert order["integrations"] == {"All": False, "Mixpanel": True, "Amplitude": True}
+    assert other["integrations"] == page["integrations"] == {"All": False, "Mixpanel": False}

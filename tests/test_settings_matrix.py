@@ -419,6 +419,16 @@ def test_integrations_default_object(h: Harness) -> None:
     assert all(m["integrations"] == {"All": False, "Mixpanel": True} for m in messages)
 
 
+def test_integrations_per_event(h: Harness) -> None:
+    """INTEGRATIONS["events"]: the named event's track calls get their own integrations over
+    the default; other calls get the default, and never the "events" key itself."""
+    per_event = {"Matrix Event": {"Mixpanel": True, "Amplitude": False}}
+    h.app(integrations={"All": True, "Mixpanel": False, "events": per_event}).get("/track?n=i")
+    (track,) = [m for m in h.messages() if m["type"] == "track"]
+    assert track["integrations"] == {"All": True, "Mixpanel": True, "Amplitude": False}
+    assert h.page_for("i")["integrations"] == {"All": True, "Mixpanel": False}
+
+
 def test_no_integrations_setting_no_integrations_object(h: Harness) -> None:
     h.app().get("/?n=i")
     assert h.page_for("i").get("integrations", {}) == {}
