@@ -18,6 +18,7 @@ import orjson
 
 from . import lifecycle
 from .context import RequestFacts, page_properties, request_context
+from .spec_events import CURRENCY_EVENTS
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -75,6 +76,10 @@ def finish(item: Queued, settings: Settings) -> dict[str, Any] | None:
             base = context.get(key)
             context[key] = {**base, **value} if isinstance(base, dict) and isinstance(value, dict) else value
     msg["context"] = context
+    if settings.default_currency and msg["type"] == "track" and msg.get("event") in CURRENCY_EVENTS:
+        properties = msg.setdefault("properties", {})
+        if properties.get("currency") is None:
+            properties["currency"] = settings.default_currency
     if settings.integrations or "integrations" in msg:
         per_event = settings.event_integrations.get(msg.get("event", "")) if msg["type"] == "track" else None
         msg["integrations"] = {

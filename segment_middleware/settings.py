@@ -236,6 +236,14 @@ def _integrations(value: Any, name: str) -> Mapping[str, Any]:
     return integrations
 
 
+def _currency(value: Any, name: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z]{3}", value):
+        raise SettingsError(f"{name}: must be a three-letter ISO 4217 code such as 'USD', got {value!r}")
+    return value.upper()
+
+
 def _redact(value: Any, name: str) -> tuple[str, ...]:
     return tuple(item.lower() for item in _str_list(value, name))
 
@@ -312,6 +320,7 @@ class Settings:
         "E033", _token(re.compile(r"^[^\x00]+$"), "file path"), ".segment/events.sqlite3"
     )
     cdn_url: str = _setting("E034", _host, "https://cdn.segment.com")
+    default_currency: str | None = _setting("E035", _currency, None)
 
     def __post_init__(self) -> None:
         values, problems = check_values(

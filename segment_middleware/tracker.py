@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from .ecommerce import B2B, Ecommerce
 from .jsonable import jsonable
 
 if TYPE_CHECKING:
@@ -116,6 +117,17 @@ class Tracker:
     @property
     def anonymous_id(self) -> str | None:
         return self._anonymous_id
+
+    # ------------------------------------------------------------------ the Segment Spec
+    @property
+    def ecommerce(self) -> Ecommerce:
+        """E-commerce Spec v2 events: ``request.segment.ecommerce.order_completed(...)``."""
+        return Ecommerce(self)
+
+    @property
+    def b2b(self) -> B2B:
+        """B2B SaaS Spec events: ``request.segment.b2b.signed_up(...)``."""
+        return B2B(self)
 
     # ------------------------------------------------------------------ calls
     def track(self, event: str, properties: Mapping[str, Any] | None = None, **options: Any) -> None:
