@@ -7,6 +7,7 @@ import datetime as dt
 import enum
 import json
 import math
+import os
 import re
 import sqlite3
 import subprocess
@@ -1193,3 +1194,24 @@ def test_a_calls_integrations_win_over_its_events_and_the_default(tmp_path: Path
     order, other, page = events
     assert order["integrations"] == {"All": False, "Mixpanel": True, "Amplitude": True}
     assert other["integrations"] == page["integrations"] == {"All": False, "Mixpanel": False}
+
+
+def test_the_core_imports_without_any_framework_or_optional_library(tmp_path: Path) -> None:
+    """README: the core needs only segment-analytics-python and orjson. Every optional
+    package is made unimportable in a fresh interpreter, then the core modules import."""
+    blocked = ["django", "flask", "flask_login", "starlette", "fastapi", "jinja2", "werkzeug", "asgiref"]
+    blocked += ["jsonschema", "yaml", "pytest", "hypothesis", "httpx"]
+    code = (
+        f"import sys; sys.modules.update(dict.fromkeys({blocked!r}))\n"
+        "import segment_middleware, segment_middleware.core, segment_middleware.wsgi\n"
+        "import segment_middleware.testing, segment_middleware.cli, segment_middleware.ecommerce\n"
+        "segment_middleware.tracker(user_id=1).ecommerce.order_completed('o-1')\n"
+        "print('ok')"
+    )
+    env = {**os.environ, "SEGMENT_LOCAL_STORE": str(tmp_path / "events.sqlite3")}
+    env.pop("SEGMENT_WRITE_KEY", None)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+    assert (tmp_path / "events.sqlite3").exists()  # the call went to the local store at exit
