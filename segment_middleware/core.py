@@ -214,6 +214,25 @@ class Runtime:
             tracker.identify(user_id, traits)
         except (TypeError, ValueError) as exc:
             log.warning("segment: identify on log-in skipped: %s", exc)
+            return
+        if self.settings.auth_events:
+            tracker.b2b.signed_in()
+
+    def logout(self, tracker: Tracker | None, user_id: Any) -> None:
+        """The auth layer's log-out signal: ``Signed Out`` (AUTH_EVENTS) as the user who
+        leaves, then, with RESET_ON_LOGOUT, a fresh anonymousId for the rest of the request
+        and a cookie with it, as analytics.js ``reset()`` does: the next person on a shared
+        device is not stitched to the last one."""
+        if tracker is None or not tracker.enabled:
+            return
+        if self.settings.auth_events and user_id is not None:
+            try:
+                tracker.identify_as(user_id)
+                tracker.b2b.signed_out()
+            except (TypeError, ValueError) as exc:
+                log.warning("segment: Signed Out skipped: %s", exc)
+        if self.settings.reset_on_logout:
+            tracker.reset(new_anonymous_id())
 
     def _should_track(self, request: Any) -> bool:
         hook = self.settings.should_track

@@ -168,9 +168,10 @@ class _ResponseStart:
 
 
 def _connect_login_signal(app: Flask) -> None:
-    """Flask-Login's ``user_logged_in``: identify, linking the anonymousId to the user."""
+    """Flask-Login's ``user_logged_in`` (identify, linking the anonymousId to the user) and
+    ``user_logged_out`` (Signed Out, and the new anonymousId of RESET_ON_LOGOUT)."""
     try:
-        from flask_login import user_logged_in
+        from flask_login import user_logged_in, user_logged_out
     except ImportError:
         return
 
@@ -179,4 +180,11 @@ def _connect_login_signal(app: Flask) -> None:
         if state is not None:
             state.runtime.identify_on_login(g.get("segment"), user.get_id(), user)
 
+    def on_logout(sender: Any, user: Any, **kwargs: Any) -> None:
+        state = app.extensions.get("segment")
+        if state is not None:
+            user_id = user.get_id() if user is not None and getattr(user, "is_authenticated", False) else None
+            state.runtime.logout(g.get("segment"), user_id)
+
     user_logged_in.connect(on_login, app, weak=False)
+    user_logged_out.connect(on_logout, app, weak=False)

@@ -321,6 +321,8 @@ class Settings:
     )
     cdn_url: str = _setting("E034", _host, "https://cdn.segment.com")
     default_currency: str | None = _setting("E035", _currency, None)
+    reset_on_logout: bool = _setting("E036", _bool, True)
+    auth_events: bool = _setting("E037", _bool, False)
 
     def __post_init__(self) -> None:
         values, problems = check_values(

@@ -118,6 +118,17 @@ class Tracker:
     def anonymous_id(self) -> str | None:
         return self._anonymous_id
 
+    def identify_as(self, user_id: Any) -> None:
+        """Make ``user_id`` this tracker's userId without sending anything."""
+        self._user_id = _id(user_id, "user_id")
+
+    def reset(self, anonymous_id: str) -> None:
+        """Forget the user and take a new anonymousId (log-out); the response sets its cookie."""
+        self._user_id = None
+        self._user_resolver = None
+        self._anonymous_id = anonymous_id
+        self.new_visitor = True
+
     # ------------------------------------------------------------------ the Segment Spec
     @property
     def ecommerce(self) -> Ecommerce:

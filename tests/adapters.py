@@ -2,8 +2,9 @@
 
 Each adapter builds the same small app (``/`` answers 200, ``/track`` tracks "Matrix Event"
 through ``segment_middleware.current()``, ``/login`` logs a user in where the framework has
-an auth layer, ``/boom`` raises, ``/health`` is excluded by default) with the settings a test gives, as
-lowercase names, and drives it with the framework's own test client. Tests only see what
+an auth layer (``/logout`` logs one in and out), ``/boom`` raises, ``/health`` is excluded
+by default) with the settings a test gives, as lowercase names, and drives it with the
+framework's own test client. Tests only see what
 a user would: the response (status, ``Set-Cookie`` headers) and, through
 ``segment_middleware.flush()``, what the receiver got. Nothing here reaches into the
 package's internals, so the tests written on it survive a redesign of the core.
@@ -156,6 +157,13 @@ def _flask(settings: Mapping[str, Any]) -> App:
     def login() -> str:
         flask_login.login_user(User("matrix-user"))
         return "in"
+
+    @app.route("/logout")
+    def logout() -> str:
+        """Logs in, then out: the test client keeps no session between requests."""
+        flask_login.login_user(User("matrix-user"))
+        flask_login.logout_user()
+        return "out"
 
     Segment(app)
     client = app.test_client(use_cookies=False)

@@ -365,6 +365,46 @@ def test_identify_traits_on_log_in(h_login: Harness, traits: Any) -> None:
     assert identify["traits"] == expected
 
 
+def test_log_out_gives_the_visitor_a_fresh_anonymous_id(h_login: Harness) -> None:
+    """RESET_ON_LOGOUT (default on): after the log-out signal the request's page call
+    carries a new anonymousId and no userId, the response sets it as the cookie, and the
+    visitor's next request carries it."""
+    app = h_login.app()
+    response = app.get("/logout?n=out", {"Cookie": "ajs_anonymous_id=%22before%22"})
+    cookie = response.cookie("ajs_anonymous_id")
+    assert response.status == 200 and cookie is not None
+    fresh = cookie["value"].strip('"').replace("%22", "")
+    assert fresh and fresh != "before"
+    app.get("/?n=next", {"Cookie": f"ajs_anonymous_id={cookie['value']}"})
+    out, following = h_login.page_for("out"), h_login.page_for("next")
+    assert out["anonymousId"] == following["anonymousId"] == fresh
+    assert "userId" not in out and "userId" not in following
+    (identify,) = [m for m in h_login.messages() if m["type"] == "identify"]
+    assert identify["anonymousId"] == "before"  # the log-in was still the old visitor
+    assert not [m for m in h_login.messages() if m["type"] == "track"]  # AUTH_EVENTS is off
+
+
+def test_reset_on_logout_off_keeps_the_anonymous_id(h_login: Harness) -> None:
+    app = h_login.app(reset_on_logout=False)
+    response = app.get("/logout?n=out", {"Cookie": "ajs_anonymous_id=%22before%22"})
+    assert response.cookie("ajs_anonymous_id") is None
+    assert h_login.page_for("out")["anonymousId"] == "before"
+
+
+def test_auth_events_send_signed_in_and_signed_out(h_login: Harness) -> None:
+    app = h_login.app(auth_events=True)
+    app.get("/logout?n=out", {"Cookie": "ajs_anonymous_id=%22before%22"})
+    app.get("/login?n=in", {"Cookie": "ajs_anonymous_id=%22second%22"})
+    tracks = [m for m in h_login.messages() if m["type"] == "track"]
+    assert [(m["event"], m["anonymousId"]) for m in tracks] == [
+        ("Signed In", "before"),
+        ("Signed Out", "before"),
+        ("Signed In", "second"),
+    ]
+    assert len({m["userId"] for m in tracks}) == 1 and tracks[0]["userId"]
+    assert "userId" not in h_login.page_for("out")
+
+
 def test_identify_traits_that_raise_send_the_identify_without_traits(
     h_login: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -1,4 +1,4 @@
-"""AppConfig: system checks and the log-in ``identify``."""
+"""AppConfig: system checks, the log-in ``identify`` and the log-out reset."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ class SegmentConfig(AppConfig):
     verbose_name = "Segment"
 
     def ready(self) -> None:
-        from django.contrib.auth.signals import user_logged_in
+        from django.contrib.auth.signals import user_logged_in, user_logged_out
 
         from . import checks  # noqa: F401  (registers the checks)
 
         user_logged_in.connect(_identify_on_login, dispatch_uid="segment_middleware.identify_on_login")
+        user_logged_out.connect(_reset_on_logout, dispatch_uid="segment_middleware.reset_on_logout")
         _flush_on_reloader_interrupt()
 
 
@@ -43,3 +44,10 @@ def _identify_on_login(sender: Any, request: Any, user: Any, **kwargs: Any) -> N
     from .conf import get_runtime
 
     get_runtime().identify_on_login(getattr(request, "segment", None), user.pk, user)
+
+
+def _reset_on_logout(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    from .conf import get_runtime
+
+    pk = getattr(user, "pk", None) if user is not None and getattr(user, "is_authenticated", False) else None
+    get_runtime().logout(getattr(request, "segment", None), pk)

@@ -1,6 +1,6 @@
 """The settings matrix's routes for Django (tests/adapters.py has the same for each adapter)."""
 
-from django.contrib.auth import login
+from django.contrib.auth import login, logout
 from django.contrib.auth.models import User
 from django.http import HttpResponse
 from django.urls import path
@@ -27,7 +27,16 @@ def do_login(request):
     return HttpResponse(str(user.pk))
 
 
+def do_logout(request):
+    """Logs in, then out: the test clients keep no session between requests."""
+    user, _ = User.objects.get_or_create(username="matrix-user")
+    login(request, user)
+    logout(request)
+    return HttpResponse("out")
+
+
 urlpatterns = [
+    path("logout", do_logout, name="matrix-logout"),
     path("", home, name="matrix-home"),
     path("track", track, name="matrix-track"),
     path("login", do_login, name="matrix-login"),
