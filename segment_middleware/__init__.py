@@ -78,9 +78,9 @@ async def ashutdown(timeout: float | None = None) -> None:
 
 
 def stats() -> dict[str, int]:
-    """Counts for this process: queued, delivered, failed, dropped, spooled, retried.
+    """Counts for this process: queued, delivered, failed, dropped, spooled, retried, blocked.
 
-    ``queued`` = delivered + failed + dropped + spooled + still pending. Messages written
+    ``queued`` = delivered + failed + dropped + spooled + blocked + still pending. Messages written
     to the local store (no write key) count as delivered.
     """
     from .delivery import STAT_KEYS, all_deliveries

@@ -49,11 +49,21 @@ class Runtime:
         self._put = self.delivery.put
         self._sink = self.sink  # one bound method, not one per request
         self._ids: dict[str, str | None] = {}
+        self._plan_at_call = settings.plan if settings.plan_violations == "raise" else None
         _remember(self)
         _install_exit_signal()
 
     # ------------------------------------------------------------------ queueing
     def sink(self, msg: dict[str, Any], facts: RequestFacts | None, ts: float) -> None:
+        """A tracker call, queued. With PLAN_VIOLATIONS = "raise" the plan is checked here,
+        at the call, so that the view that broke it sees the error."""
+        if self._plan_at_call is not None:
+            broken = self._plan_at_call.violations(msg)
+            if broken:
+                name = msg.get("event") or msg.get("type")
+                raise ValueError(
+                    f"{name!r} breaks the tracking plan {self.settings.tracking_plan}: {'; '.join(broken)}"
+                )
         self._put(Queued(msg, ts, facts))
 
     def tracker(self, user_id: Any = None, anonymous_id: str | None = None) -> Tracker:

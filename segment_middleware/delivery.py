@@ -32,7 +32,7 @@ import orjson
 from . import lifecycle
 from .lifecycle import install_process_exit, track_forks
 from .logs import Burst, sdk_log_filter
-from .messages import Encoded, Queued, encode, finish
+from .messages import Blocked, Encoded, Queued, encode, finish
 from .replay import replay
 from .store import LOCAL, SPOOL, Store
 
@@ -54,7 +54,7 @@ SPOOL_LOG = "segment: %d message(s) not delivered (%s); kept in %s for `segment-
 # Batches still carry FLUSH_AT messages, and FLUSH_INTERVAL still bounds how long a
 # message waits.
 WAKE_BATCHES = 10
-STAT_KEYS = ("queued", "delivered", "failed", "dropped", "spooled", "retried")
+STAT_KEYS = ("queued", "delivered", "failed", "dropped", "spooled", "retried", "blocked")
 
 
 class _InFlight:
@@ -258,6 +258,9 @@ class Delivery:
                     self._dropped(1, "BEFORE_SEND returned None", queued=True)
                     continue
                 body = encode(msg)
+            except Blocked:
+                self._count("blocked", 1)
+                continue
             except Exception as exc:
                 kind = "page" if item.message is None else item.message.get("type")
                 log.error("segment: could not build a %s message: %s", kind, exc)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 from typing import TYPE_CHECKING, Any
@@ -18,12 +19,15 @@ import orjson
 
 from . import lifecycle
 from .context import RequestFacts, page_properties, request_context
+from .plan import WarnedOnce
 from .spec_events import CURRENCY_EVENTS
 
 if TYPE_CHECKING:
     from .settings import Settings
 
-__all__ = ["Encoded", "Queued", "encode", "finish", "iso_timestamp", "message_id", "page_message"]
+log = logging.getLogger("segment_middleware")
+
+__all__ = ["Blocked", "Encoded", "Queued", "encode", "finish", "iso_timestamp", "message_id", "page_message"]
 
 
 @dataclasses.dataclass(slots=True)
@@ -91,12 +95,39 @@ def finish(item: Queued, settings: Settings) -> dict[str, Any] | None:
         msg["timestamp"] = iso_timestamp(item.timestamp)
     if "messageId" not in msg:
         msg["messageId"] = message_id()
+    if item.message is not None and settings.plan is not None and settings.plan_violations != "raise":
+        _follow_plan(msg, settings)
     for hook in settings.before_send:
         hooked = hook(msg)
         if hooked is None:
             return None
         msg = hooked
     return msg
+
+
+class Blocked(Exception):
+    """PLAN_VIOLATIONS = "drop": the message breaks the tracking plan and is not sent."""
+
+
+_warned = WarnedOnce()
+
+
+def _follow_plan(msg: dict[str, Any], settings: Settings) -> None:
+    """Off the request path: log each new (event, rule) violation once; with "drop", raise
+    :class:`Blocked`."""
+    assert settings.plan is not None
+    broken = settings.plan.violations(msg)
+    if not broken:
+        return
+    name = str(msg.get("event") or msg.get("type"))
+    drop = settings.plan_violations == "drop"
+    for rule in broken:
+        if _warned.first(name, rule):
+            log.warning(
+                "segment: %r breaks the tracking plan (%s)%s", name, rule, ": not sent" if drop else ""
+            )
+    if drop:
+        raise Blocked(name)
 
 
 def encode(msg: dict[str, Any]) -> bytes:

@@ -16,7 +16,10 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from .plan import Plan
 
 __all__ = ["Problem", "Settings", "SettingsError", "load_callable", "problems"]
 
@@ -202,16 +205,28 @@ def _proxies(value: Any, name: str) -> tuple[str, ...]:
     return items
 
 
-def _not_yet(what: str, default: Any) -> Callable[[Any, str], Any]:
-    """A setting the contract names whose feature this version does not have: anything but
-    its default is refused, so that nobody believes it is in force."""
+def _tracking_plan(value: Any, name: str) -> str | None:
+    """The plan file is read and compiled here, so that a bad plan stops start-up."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise SettingsError(f"{name}: must be the path of a JSON or YAML file, got {type(value).__name__}")
+    from .plan import PlanError, load_plan
 
-    def check(value: Any, name: str) -> Any:
-        if value == default:
-            return value
-        raise SettingsError(f"{name}: {what} are not available in this version; remove the setting")
+    try:
+        load_plan(os.fspath(value))
+    except PlanError as exc:
+        raise SettingsError(f"{name}: {exc}") from None
+    return os.fspath(value)
 
-    return check
+
+PLAN_MODES = ("warn", "drop", "raise")
+
+
+def _plan_violations(value: Any, name: str) -> str:
+    if value not in PLAN_MODES:
+        raise SettingsError(f"{name}: must be one of {', '.join(PLAN_MODES)}, got {value!r}")
+    return str(value)
 
 
 def _mapping(value: Any, name: str) -> Mapping[str, Any]:
@@ -301,8 +316,8 @@ class Settings:
     honor_dnt: bool = _setting("E017", _bool, False)
     consent: Callable[[Any], Mapping[str, bool]] | None = _setting("E018", _callable, None)
     identify_traits: Callable[[Any], Mapping[str, Any]] | None = _setting("E019", _callable, None)
-    tracking_plan: str | None = _setting("E020", _not_yet("tracking plans", None), None, readme=False)
-    plan_violations: str = _setting("E021", _not_yet("tracking plans", "warn"), "warn", readme=False)
+    tracking_plan: str | None = _setting("E020", _tracking_plan, None)
+    plan_violations: str = _setting("E021", _plan_violations, "warn")
     before_send: tuple[Callable[[dict[str, Any]], dict[str, Any] | None], ...] = _setting(
         "E022", _callables, ()
     )
@@ -368,6 +383,13 @@ class Settings:
         """REDACT_QUERY_PARAMS as a set: built once, and its hash is computed once (it keys
         the sender's caches of parsed queries)."""
         return frozenset(self.redact_query_params)
+
+    @functools.cached_property
+    def plan(self) -> Plan | None:
+        """TRACKING_PLAN, compiled (already checked at construction)."""
+        from .plan import load_plan
+
+        return None if self.tracking_plan is None else load_plan(self.tracking_plan)
 
     @functools.cached_property
     def default_integrations(self) -> dict[str, Any]:

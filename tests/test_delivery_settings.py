@@ -111,7 +111,7 @@ def gaps(requests: list[ReceivedRequest]) -> list[float]:
 
 
 def balanced(stats: dict[str, int]) -> bool:
-    settled = stats["delivered"] + stats["failed"] + stats["dropped"] + stats["spooled"]
+    settled = stats["delivered"] + stats["failed"] + stats["dropped"] + stats["spooled"] + stats["blocked"]
     return stats["queued"] == settled
 
 
