@@ -1,4 +1,5 @@
-"""``segment-middleware``: send calls, list the local store, replay the spool, check settings.
+"""``segment-middleware``: send calls, list the local store, replay the spool, check settings
+and tracking plans.
 
 Settings come from the environment (``SEGMENT_WRITE_KEY``, ``SEGMENT_HOST``,
 ``SEGMENT_LOCAL_STORE``) and the flags. Exit codes: 0 done, 1 not delivered, 2 bad input.
@@ -13,6 +14,7 @@ import re
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from .replay import replay
@@ -215,6 +217,61 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- plan
+def _plan(args: argparse.Namespace) -> int:
+    from .plan import PlanError, load_plan, spec_plan
+
+    if args.action == "spec":
+        print(json.dumps(spec_plan(), indent=2))
+        return 0
+    if not args.plan:
+        raise UsageError(
+            "plan check needs the plan file: segment-middleware plan check PLAN.json [EVENTS.jsonl]"
+        )
+    try:
+        plan = load_plan(args.plan)
+    except PlanError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"plan: {args.plan} ok ({len(plan.events)} planned events)")
+    if args.events is None and not args.stored:
+        return 0
+    messages = _stored_messages(args) if args.stored else _jsonl(args.events)
+    broken = 0
+    for number, message in enumerate(messages, 1):
+        rules = plan.violations(message)
+        if rules:
+            broken += 1
+            name = message.get("event") or message.get("type")
+            print(f"{number}: {name!r} breaks the plan: {'; '.join(rules)}")
+    print(f"checked {number if messages else 0} message(s): {broken} break the plan")
+    return 1 if broken else 0
+
+
+def _jsonl(path: str) -> list[dict[str, Any]]:
+    """One JSON message per line (what ``events --json`` prints); ``-`` is standard input."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot be read ({exc.strerror})") from None
+    lines = text.splitlines()
+    messages = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            message = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{path}:{number}: not JSON ({exc.msg})") from None
+        if not isinstance(message, dict):
+            raise UsageError(f"{path}:{number}: not a message object")
+        messages.append(message)
+    return messages
+
+
+def _stored_messages(args: argparse.Namespace) -> list[dict[str, Any]]:
+    return [row.message for row in Store(_settings(args).local_store).events()]
+
+
 # ---------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Segment calls, the local store and the spool.")
@@ -255,6 +312,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="default: SEGMENT_HOST or https://api.segment.io")
 
     sub.add_parser("check", help="are the settings valid and the host reachable?")
+
+    p = sub.add_parser("plan", help="check a tracking plan (and events against it), or print the spec plan")
+    p.add_argument(
+        "action", choices=["check", "spec"], help="check PLAN [EVENTS]; spec: print the ready plan"
+    )
+    p.add_argument("plan", metavar="PLAN", nargs="?", help="a JSON or YAML plan file")
+    p.add_argument(
+        "events", metavar="EVENTS", nargs="?", help="a file of JSON messages, one per line (- stdin)"
+    )
+    p.add_argument("--stored", action="store_true", help="check the events in the local store")
     return parser
 
 
@@ -267,6 +334,7 @@ _COMMANDS = {
     "events": _events,
     "replay": _replay,
     "check": _check,
+    "plan": _plan,
 }
 
 

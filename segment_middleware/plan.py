@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Plan", "PlanError", "load_plan"]
+__all__ = ["Plan", "PlanError", "load_plan", "spec_plan"]
 
 _SCHEMA_KEYS = ("identify", "group")
 
@@ -144,3 +144,34 @@ class WarnedOnce:
                 self._seen.clear()
             self._seen.add((event, rule))
             return True
+
+
+_JSON_TYPES = {
+    "string": {"type": "string"},
+    "number": {"type": "number"},
+    "integer": {"type": "integer"},
+    "boolean": {"type": "boolean"},
+    "array": {"type": "array"},
+    "object": {"type": "object"},
+    "date": {"type": "string"},
+}
+
+
+def spec_plan() -> dict[str, Any]:
+    """A ready plan for the E-commerce Spec v2 and B2B SaaS Spec events (what
+    ``request.segment.ecommerce`` / ``.b2b`` send), to extend with your own events:
+    ``segment-middleware plan spec > plan.json``. Custom properties stay allowed."""
+    from .spec_events import B2B, ECOMMERCE, PRODUCT
+
+    product = {"type": "object", "properties": {p.name: _JSON_TYPES[p.type] for p in PRODUCT}}
+    events: dict[str, Any] = {}
+    for event in (*ECOMMERCE, *B2B):
+        properties = {
+            p.name: {"type": "array", "items": product} if p.type == "products" else _JSON_TYPES[p.type]
+            for p in event.properties
+        }
+        schema: dict[str, Any] = {"type": "object", "properties": properties}
+        if event.identifying:
+            schema["required"] = list(event.identifying)
+        events[event.event] = schema
+    return {"allow_unplanned_events": True, "events": events}

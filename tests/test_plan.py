@@ -124,3 +124,73 @@ def test_a_plan_that_cannot_be_used_stops_start_up_naming_file_and_rule(
         Settings(tracking_plan=path)
     text = str(failed.value)
     assert text.startswith("tracking_plan: ") and path in text and message in text and "\n" not in text
+
+
+# ---------------------------------------------------------------------- the command and the spec plan
+def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from segment_middleware.cli import main
+
+    try:
+        code = main(args)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_the_spec_plan_passes_what_the_spec_methods_send_and_catches_what_they_would_refuse(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from test_spec_events import ALL, _call
+
+    code, out, _ = cli(["plan", "spec"], capsys)
+    assert code == 0
+    path = write(tmp_path, out, "spec.json")
+    rt = runtime(tmp_path, "raise", json.loads(out))  # every call below must pass the plan
+    with capture() as events:
+        for event, b2b in ALL:
+            _call(event, b2b, rt.tracker(user_id="u"))
+    assert len(events) == len(ALL)
+    lines = [json.dumps(m) for m in events]
+    lines.append(json.dumps({"type": "track", "event": "Order Completed", "properties": {"total": "9"}}))
+    lines.append(json.dumps({"type": "track", "event": "My Own Event"}))  # unplanned: allowed
+    (tmp_path / "events.jsonl").write_text("\n".join(lines) + "\n")
+    code, out, _ = cli(["plan", "check", path, str(tmp_path / "events.jsonl")], capsys)
+    assert code == 1
+    assert out.splitlines() == [
+        f"plan: {path} ok (38 planned events)",
+        f"{len(ALL) + 1}: 'Order Completed' breaks the plan: properties.order_id: required; "
+        'properties.total: type "number"',
+        f"checked {len(ALL) + 2} message(s): 1 break the plan",
+    ]
+
+
+def test_plan_check_on_the_local_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = str(tmp_path / "local.sqlite3")
+    rt = Runtime(Settings(local_store=store))
+    rt.tracker(user_id=1).track("Order Completed", {"order_id": "o-1"})
+    rt.tracker(user_id=1).track("Order Completed", {})
+    assert rt.delivery.flush(10)
+    path = write(tmp_path, PLAN)
+    code, out, _ = cli(["--store", store, "plan", "check", path, "--stored"], capsys)
+    assert code == 1 and "2: 'Order Completed' breaks the plan: properties.order_id: required" in out
+    assert cli(["plan", "check", path], capsys)[:2] == (0, f"plan: {path} ok (1 planned events)\n")
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: [write(d, "{bad", "p.json")], "p.json: does not parse"),
+        (lambda d: [], "plan check needs the plan file"),
+        (lambda d: [write(d, PLAN), str(d / "missing.jsonl")], "missing.jsonl: cannot be read"),
+        (
+            lambda d: [write(d, PLAN), write(d, '{"type": "track"}\nnot json\n', "e.jsonl")],
+            "e.jsonl:2: not JSON",
+        ),
+    ],
+)
+def test_plan_check_input_errors_are_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make: Any, message: str
+) -> None:
+    code, _, err = cli(["plan", "check", *make(tmp_path)], capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
