@@ -7,12 +7,14 @@ the shutdown flush, not by the periodic one.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 
@@ -21,7 +23,7 @@ pytest.importorskip("django")
 from helpers import WRITE_KEY
 from segment_receiver import SegmentReceiver
 from servers import ROOT, Server, gunicorn, uvicorn
-from visits import Visit, check_pages, drive, excluded_sends_nothing, visit
+from visits import BROWSER, Visit, check_pages, cookie_id, drive, excluded_sends_nothing, visit
 
 EXAMPLE = ROOT / "example_django"
 
@@ -94,6 +96,65 @@ def test_gunicorn_delivers_every_page_once_on_sigterm(
     tracks = [m for m in receiver.messages if m["type"] == "track"]
     assert len(tracks) == 15 and {m["event"] for m in tracks} == {"Product Viewed"}
     assert all(m["properties"]["sku"] == "KIT-MUG-350" for m in tracks)
+
+
+def test_log_in_and_out_stitch_and_reset_the_visitor_under_gunicorn(
+    receiver: SegmentReceiver, shop_env: dict[str, str], stop_at_end: list[Server]
+) -> None:
+    """Anonymous visits, the sign-in form (CSRF and all), signed-in visits: one anonymousId
+    across, and an identify linking it to the user. Then sign-out: a new anonymousId cookie,
+    already on the sign-out's own page call without a userId, and on the next visit."""
+    server = gunicorn("shop.wsgi:application", shop_env, chdir=EXAMPLE)
+    stop_at_end.append(server)
+    server.wait_ready()
+    first = visit(server, "/?n=anon")
+    anon = first.anonymous_id
+    form = server.request("GET", "/signin/?n=form", {**BROWSER, "Cookie": f"ajs_anonymous_id=%22{anon}%22"})
+    assert form.status == 200
+    (csrf,) = [c.split(";", 1)[0] for c in form.cookies() if c.startswith("csrftoken=")]
+    match = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', form.body)
+    assert match is not None
+    body = urlencode({"username": "alice", "password": "alice-password", "csrfmiddlewaretoken": match[1]})
+    signin = server.request(
+        "POST",
+        "/signin/?n=signin",
+        {
+            **BROWSER,
+            "Cookie": f"ajs_anonymous_id=%22{anon}%22; {csrf}",
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+        body.encode(),
+    )
+    assert signin.status == 302, server.output()
+    jar = {c.split("=", 1)[0]: c.split(";", 1)[0] for c in signin.cookies()}
+    session, csrf = jar["sessionid"], jar.get("csrftoken", csrf)  # Django rotates the token at log-in
+    signed = {**BROWSER, "Cookie": f"ajs_anonymous_id=%22{anon}%22; {session}; {csrf}"}
+    assert server.request("GET", "/?n=user", signed).status == 200
+    signout = server.request("POST", "/signout/?n=signout", {**signed, "X-CSRFToken": csrf.split("=", 1)[1]})
+    assert signout.status == 302, server.output()
+    fresh = cookie_id(signout.cookies())
+    assert fresh and fresh != anon
+    assert (
+        server.request("GET", "/?n=after", {**BROWSER, "Cookie": f"ajs_anonymous_id=%22{fresh}%22"}).status
+        == 200
+    )
+    assert server.stop() == 0
+
+    (identify,) = [m for m in receiver.messages if m["type"] == "identify"]
+    user = identify["userId"]
+    assert identify["anonymousId"] == anon and user
+    check_pages(
+        receiver,
+        [
+            first,
+            Visit("form", "/signin/?n=form", anon),
+            Visit("signin", "/signin/?n=signin", anon, 302, "POST", user_id=user),
+            Visit("user", "/?n=user", anon, user_id=user),
+            Visit("signout", "/signout/?n=signout", fresh, 302, "POST"),
+            Visit("after", "/?n=after", fresh),
+        ],
+        server.port,
+    )
 
 
 def test_uvicorn_async_views_deliver_every_page_once_on_sigterm(

@@ -136,6 +136,15 @@ def test_flask_under_gunicorn(receiver: SegmentReceiver, env: dict[str, str], se
     )
     signed_in.anonymous_id, signed_in.user_id = visits[0].anonymous_id, "1"
     visits.append(signed_in)
+    # Log-out (RESET_ON_LOGOUT): a new anonymousId cookie, already on the log-out's own
+    # page call (no userId), and the visitor's next request carries it.
+    both = {"Cookie": f"{session}; ajs_anonymous_id=%22{visits[0].anonymous_id}%22"}
+    signout = visit(server, "/signout/?n=signout", both, method="POST", status=302)
+    assert signout.anonymous_id and signout.anonymous_id != visits[0].anonymous_id
+    visits.append(signout)
+    after = visit(server, "/?n=after", {"Cookie": f"ajs_anonymous_id=%22{signout.anonymous_id}%22"})
+    after.anonymous_id = signout.anonymous_id
+    visits.append(after)
     visits.append(stream_visit(server, "/stock/feed?delay=0.3&n=stream"))
     excluded_sends_nothing(server)
     assert receiver.messages == [], "nothing is sent before shutdown with a 60 s flush interval"
