@@ -228,6 +228,23 @@ class Runtime:
         if self.settings.auth_events:
             tracker.b2b.signed_in()
 
+    def signed_up(self, tracker: Tracker | None, user_id: Any) -> None:
+        """A visitor created their account during this request: with ALIAS_ON_SIGNUP an
+        alias from the anonymousId to the new userId (for destinations that need one), with
+        AUTH_EVENTS the B2B ``Signed Up`` as the new user. The request's later calls carry
+        the new userId."""
+        s = self.settings
+        if tracker is None or not tracker.enabled or not (s.alias_on_signup or s.auth_events):
+            return
+        try:
+            if s.alias_on_signup and tracker.anonymous_id is not None:
+                tracker.alias(user_id)
+            tracker.identify_as(user_id)
+            if s.auth_events:
+                tracker.b2b.signed_up()
+        except (TypeError, ValueError) as exc:
+            log.warning("segment: sign-up events skipped: %s", exc)
+
     def logout(self, tracker: Tracker | None, user_id: Any) -> None:
         """The auth layer's log-out signal: ``Signed Out`` (AUTH_EVENTS) as the user who
         leaves, then, with RESET_ON_LOGOUT, a fresh anonymousId for the rest of the request

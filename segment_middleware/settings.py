@@ -338,6 +338,7 @@ class Settings:
     default_currency: str | None = _setting("E035", _currency, None)
     reset_on_logout: bool = _setting("E036", _bool, True)
     auth_events: bool = _setting("E037", _bool, False)
+    alias_on_signup: bool = _setting("E038", _bool, False)
 
     def __post_init__(self) -> None:
         values, problems = check_values(

@@ -84,6 +84,15 @@ def h(request: pytest.FixtureRequest, receiver: SegmentReceiver, store_path: str
     harness.close()
 
 
+@pytest.fixture(params=["django", "django-async"])
+def h_django(request: pytest.FixtureRequest, receiver: SegmentReceiver, store_path: str) -> Iterator[Harness]:
+    """Django only: sign-up is a user created during an anonymous visitor's request
+    (Flask-Login has no such signal; Flask apps call ``request.segment.b2b.signed_up()``)."""
+    harness = Harness(request.param, receiver, store_path)
+    yield harness
+    harness.close()
+
+
 @pytest.fixture(params=WITH_LOGIN)
 def h_login(request: pytest.FixtureRequest, receiver: SegmentReceiver, store_path: str) -> Iterator[Harness]:
     harness = Harness(request.param, receiver, store_path)
@@ -403,6 +412,36 @@ def test_auth_events_send_signed_in_and_signed_out(h_login: Harness) -> None:
     ]
     assert len({m["userId"] for m in tracks}) == 1 and tracks[0]["userId"]
     assert "userId" not in h_login.page_for("out")
+
+
+@pytest.mark.parametrize("alias", [True, False], ids=["alias", "no-alias"])
+def test_sign_up_sends_alias_and_signed_up_as_the_new_user(h_django: Harness, alias: bool) -> None:
+    """A user created during an anonymous visitor's request is their sign-up."""
+    h_login = h_django
+    app = h_login.app(auth_events=True, alias_on_signup=alias)
+    response = app.get("/signup?n=up", {"Cookie": "ajs_anonymous_id=%22visitor%22"})
+    assert response.status == 200
+    messages = h_login.messages()
+    kinds = [(m["type"], m.get("event")) for m in messages if m["type"] != "page"]
+    expected = [("track", "Signed Up"), ("identify", None), ("track", "Signed In")]
+    assert kinds == ([("alias", None)] if alias else []) + expected
+    new_user = next(m for m in messages if m["type"] == "identify")["userId"]
+    assert all(m["userId"] == new_user and m.get("anonymousId", "visitor") == "visitor" for m in messages)
+    if alias:
+        (aliased,) = [m for m in messages if m["type"] == "alias"]
+        assert aliased["previousId"] == "visitor"
+
+
+def test_a_user_created_by_a_signed_in_user_is_no_sign_up(h_django: Harness) -> None:
+    h_login = h_django
+    from django.contrib.auth.models import User
+
+    User.objects.get_or_create(username="matrix-user")  # outside a request: no sign-up either
+    app = h_login.app(auth_events=True, alias_on_signup=True)
+    assert app.get("/create-user?n=made").status == 200  # signs in, then creates another user
+    messages = h_login.messages()
+    assert [m.get("event") for m in messages if m["type"] == "track"] == ["Signed In"]
+    assert not [m for m in messages if m["type"] == "alias"]
 
 
 def test_identify_traits_that_raise_send_the_identify_without_traits(

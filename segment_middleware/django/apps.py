@@ -1,4 +1,4 @@
-"""AppConfig: system checks, the log-in ``identify`` and the log-out reset."""
+"""AppConfig: system checks, and the auth signals: log-in ``identify``, sign-up, log-out reset."""
 
 from __future__ import annotations
 
@@ -14,12 +14,17 @@ class SegmentConfig(AppConfig):
     verbose_name = "Segment"
 
     def ready(self) -> None:
+        from django.conf import settings
         from django.contrib.auth.signals import user_logged_in, user_logged_out
+        from django.db.models.signals import post_save
 
         from . import checks  # noqa: F401  (registers the checks)
 
         user_logged_in.connect(_identify_on_login, dispatch_uid="segment_middleware.identify_on_login")
         user_logged_out.connect(_reset_on_logout, dispatch_uid="segment_middleware.reset_on_logout")
+        post_save.connect(
+            _signed_up, sender=settings.AUTH_USER_MODEL, dispatch_uid="segment_middleware.signed_up"
+        )
         _flush_on_reloader_interrupt()
 
 
@@ -51,3 +56,16 @@ def _reset_on_logout(sender: Any, request: Any, user: Any, **kwargs: Any) -> Non
 
     pk = getattr(user, "pk", None) if user is not None and getattr(user, "is_authenticated", False) else None
     get_runtime().logout(getattr(request, "segment", None), pk)
+
+
+def _signed_up(sender: Any, instance: Any, created: bool = False, **kwargs: Any) -> None:
+    """A user created while an anonymous visitor's request runs is that visitor signing up
+    (a user created by a signed-in admin, or outside a request, is not)."""
+    if not created or kwargs.get("raw"):
+        return
+    from ..tracker import current
+    from .conf import get_runtime
+
+    tracker = current()
+    if tracker is not None and tracker.enabled and tracker.user_id is None:
+        get_runtime().signed_up(tracker, instance.pk)
