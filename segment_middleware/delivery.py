@@ -20,12 +20,14 @@ posted over a kept-alive connection when the session would add nothing to it.
 from __future__ import annotations
 
 import collections
+import contextlib
+import contextvars
 import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
@@ -133,6 +135,9 @@ class Delivery:
         if _capture is not None:
             self._hand_to_capture(item, _capture)
             return
+        watching = _watchers.get()
+        if watching is not None:  # a debug panel lists this request's calls (watch())
+            watching.append(Watched(item, self.settings))
         if self._generation != lifecycle.generation:  # _fresh's own test, inline: put runs per request
             self._fresh()
         q = self._queue
@@ -483,6 +488,30 @@ class Delivery:
 # ---------------------------------------------------------------------- process-wide
 _registry: weakref.WeakSet[Delivery] = weakref.WeakSet()
 _capture: Callable[[dict[str, Any]], None] | None = None
+
+
+class Watched(NamedTuple):
+    """A call seen by :func:`watch`, with the settings of the pipeline it went to."""
+
+    item: Queued
+    settings: Settings
+
+
+_watchers: contextvars.ContextVar[list[Watched] | None] = contextvars.ContextVar(
+    "segment_watch", default=None
+)
+
+
+@contextlib.contextmanager
+def watch() -> Iterator[list[Watched]]:
+    """Every call queued in this context (a request) while the block runs, as well as
+    being delivered: for the django-debug-toolbar panel."""
+    seen: list[Watched] = []
+    token = _watchers.set(seen)
+    try:
+        yield seen
+    finally:
+        _watchers.reset(token)
 
 
 def set_capture(sink: Callable[[dict[str, Any]], None] | None) -> Callable[[dict[str, Any]], None] | None:

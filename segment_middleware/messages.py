@@ -19,7 +19,6 @@ import orjson
 
 from . import lifecycle
 from .context import RequestFacts, page_properties, request_context
-from .plan import WarnedOnce
 from .spec_events import CURRENCY_EVENTS
 
 if TYPE_CHECKING:
@@ -109,9 +108,6 @@ class Blocked(Exception):
     """PLAN_VIOLATIONS = "drop": the message breaks the tracking plan and is not sent."""
 
 
-_warned = WarnedOnce()
-
-
 def _follow_plan(msg: dict[str, Any], settings: Settings) -> None:
     """Off the request path: log each new (event, rule) violation once; with "drop", raise
     :class:`Blocked`."""
@@ -122,7 +118,7 @@ def _follow_plan(msg: dict[str, Any], settings: Settings) -> None:
     name = str(msg.get("event") or msg.get("type"))
     drop = settings.plan_violations == "drop"
     for rule in broken:
-        if _warned.first(name, rule):
+        if settings.plan.warned.first(name, rule):
             log.warning(
                 "segment: %r breaks the tracking plan (%s)%s", name, rule, ": not sent" if drop else ""
             )

@@ -46,6 +46,7 @@ class Plan:
                 f"{path}: tracking plans need jsonschema: pip install 'segment-middleware[plans]'"
             ) from None
         self.path = path
+        self.warned = WarnedOnce()  # per plan: each runtime logs its own violations once
         allow = document.get("allow_unplanned_events", True)
         if not isinstance(allow, bool):
             raise PlanError(f"{path}: allow_unplanned_events must be true or false")
