@@ -11,6 +11,7 @@ delivered as usual. Requires ``django-debug-toolbar`` (not a dependency of this 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from typing import Any
 
@@ -18,7 +19,7 @@ from debug_toolbar.panels import Panel
 from django.utils.html import format_html, format_html_join
 
 from ..delivery import Watched, watch
-from ..messages import Queued, finish
+from ..messages import finish
 
 __all__ = ["SegmentPanel", "describe"]
 
@@ -27,16 +28,7 @@ def describe(watched: Watched) -> dict[str, Any]:
     """One call for the panel: its type, name, JSON and plan violations (plain data, as the
     toolbar stores panel stats)."""
     item = watched.item
-    preview = Queued(
-        copy.deepcopy(item.message),
-        item.timestamp,
-        item.facts,
-        name=item.name,
-        anonymous_id=item.anonymous_id,
-        user_id=item.user_id,
-        status=item.status,
-        title=item.title,
-    )
+    preview = dataclasses.replace(item, message=copy.deepcopy(item.message))  # finish() fills it in
     settings = watched.settings
     try:  # the plan is checked below, not in finish(): the preview must not log or drop
         message = finish(preview, settings.replace(tracking_plan=None) if settings.plan else settings)
