@@ -135,9 +135,10 @@ class Delivery:
         if _capture is not None:
             self._hand_to_capture(item, _capture)
             return
-        watching = _watchers.get()
-        if watching is not None:  # a debug panel lists this request's calls (watch())
-            watching.append(Watched(item, self.settings))
+        if _watching:  # a debug panel lists this request's calls (watch())
+            seen = _watchers.get()
+            if seen is not None:
+                seen.append(Watched(item, self.settings))
         if self._generation != lifecycle.generation:  # _fresh's own test, inline: put runs per request
             self._fresh()
         q = self._queue
@@ -502,16 +503,25 @@ _watchers: contextvars.ContextVar[list[Watched] | None] = contextvars.ContextVar
 )
 
 
+_watching = 0  # watch() blocks open in the process: put() reads the context only when > 0
+_watching_lock = threading.Lock()
+
+
 @contextlib.contextmanager
 def watch() -> Iterator[list[Watched]]:
     """Every call queued in this context (a request) while the block runs, as well as
     being delivered: for the django-debug-toolbar panel."""
+    global _watching
     seen: list[Watched] = []
     token = _watchers.set(seen)
+    with _watching_lock:
+        _watching += 1
     try:
         yield seen
     finally:
         _watchers.reset(token)
+        with _watching_lock:
+            _watching -= 1
 
 
 def set_capture(sink: Callable[[dict[str, Any]], None] | None) -> Callable[[dict[str, Any]], None] | None:

@@ -277,13 +277,12 @@ def _setting(
     default: Any = dataclasses.MISSING,
     *,
     factory: Callable[[], Any] | None = None,
-    readme: bool = True,
     secret: bool = False,
 ) -> Any:
     """One row of the settings table: the default, the check that validates (and
-    normalises) a value, the stable id the Django system check reports it under, and
-    whether the README's settings table lists it (a test holds the README to this)."""
-    metadata = {"check": check, "id": f"segment.{error_id}", "readme": readme}
+    normalises) a value, and the stable id the Django system check reports it under. The
+    README's settings table lists every row (a test holds it to this)."""
+    metadata = {"check": check, "id": f"segment.{error_id}"}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata, repr=not secret)
     return dataclasses.field(default=default, metadata=metadata, repr=not secret)

@@ -69,3 +69,22 @@ def test_the_panel_lists_the_requests_calls_with_json_and_plan_violations(tmp_pa
         # Delivery is unchanged: the three calls reach the local store.
         assert segment_middleware.flush(10)
         assert [m["type"] for m in stored(store)] == ["track", "track", "page"]
+
+
+def test_the_panel_sees_only_its_own_requests_calls(tmp_path: Path) -> None:
+    """Another thread's calls (another request) while a request is watched are not its own."""
+    import threading
+
+    from segment_middleware.core import Runtime
+    from segment_middleware.delivery import watch
+    from segment_middleware.settings import Settings
+
+    rt = Runtime(Settings(local_store=str(tmp_path / "s.sqlite3")))
+    with watch() as seen:
+        rt.tracker(user_id=1).track("Mine")
+        other = threading.Thread(target=lambda: rt.tracker(user_id=2).track("Theirs"))
+        other.start()
+        other.join()
+    rt.tracker(user_id=1).track("After")
+    assert [w.item.message["event"] for w in seen] == ["Mine"]
+    assert rt.delivery.flush(10) and rt.delivery.stats()["delivered"] == 3
