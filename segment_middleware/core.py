@@ -93,8 +93,9 @@ class Runtime:
     ) -> Tracker:
         """Decide whether this request is tracked and make its tracker.
 
-        Written flat (no helper calls on the usual path): it runs on every request, where
-        each extra Python call is measurable (figures in bench/README.md).
+        Written flat (no helper call on the usual path but the tracker's own constructor):
+        it runs on every request, where each extra Python call is measurable
+        (bench/README.md).
         """
         s = self.settings
         if (

@@ -30,10 +30,8 @@ from .spec_events import PRODUCT, SpecEvent
 if TYPE_CHECKING:
     from .tracker import Tracker
 
-__all__ = ["B2B", "SPEC_EVENTS", "Ecommerce"]
+__all__ = ["B2B", "Ecommerce"]
 
-#: Every spec event by its event name (the sender fills DEFAULT_CURRENCY from it).
-SPEC_EVENTS: dict[str, SpecEvent] = {e.event: e for e in (*ECOMMERCE_EVENTS, *B2B_EVENTS)}
 _BY_METHOD: dict[str, SpecEvent] = {e.method: e for e in (*ECOMMERCE_EVENTS, *B2B_EVENTS)}
 _PRODUCT_FIELDS = {p.name: p for p in PRODUCT}
 _TYPE_NAMES = {
