@@ -170,15 +170,16 @@ def _events(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- replay
 def _replay(args: argparse.Namespace) -> int:
     from .delivery import Delivery
+    from .sender import Sender
 
     settings = _settings(args, write_key=args.write_key, host=args.host)
     if settings.uses_store:
         raise UsageError("replay needs a write key: --write-key or SEGMENT_WRITE_KEY")
     since = _parse_when(args.since) if args.since else None
     store = Store(settings.local_store)
-    sender = Delivery(settings.replace(max_retries=min(settings.max_retries, 3)))
+    sender = Sender(Delivery(settings.replace(max_retries=min(settings.max_retries, 3))), primary=True)
     store.release_stale_claims()
-    result = replay(store, sender._post, since=since)
+    result = replay(store, sender.post, since=since)
     rejected = f"; {result.rejected} rejected by the endpoint (kept in the store)" if result.rejected else ""
     if result.error is not None:
         left = len(store.events(since=since, pending_only=True))

@@ -23,6 +23,7 @@ import collections
 import contextlib
 import contextvars
 import logging
+import os
 import threading
 import time
 import weakref
@@ -35,8 +36,10 @@ from . import lifecycle
 from .lifecycle import install_process_exit, track_forks
 from .logs import Burst, sdk_log_filter
 from .messages import Blocked, Encoded, Queued, encode, finish
-from .replay import replay
-from .store import LOCAL, SPOOL, Store
+from .overflow import Overflow
+from .replay import ReplayResult
+from .sender import Sender
+from .store import DEFERRED, LOCAL, SPOOL, Store
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -46,44 +49,21 @@ __all__ = ["Delivery"]
 log = logging.getLogger("segment_middleware")
 
 MAX_MESSAGE_BYTES = 32 * 1024
-MAX_BATCH_BYTES = 475_000  # the SDK's limit, below Segment's 500 KB
-REPLAY_EVERY = 5.0  # seconds between AUTO_REPLAY passes
-REPLAY_BATCHES = 10  # batches per pass, so replay never starves fresh messages
 SPOOL_LOG = "segment: %d message(s) not delivered (%s); kept in %s for `segment-middleware replay`"
+DEFER_LOG = "segment: deferred %d message(s) to %s (queue full: MAX_QUEUE_SIZE); the sender sends them"
 # The sender is woken when this many full batches are queued (or FLUSH_INTERVAL passes,
 # or someone flushes), not at every full batch: each wake-up of a thread that must take
 # the GIL from busy request threads costs hand-offs on both sides (bench/README.md).
 # Batches still carry FLUSH_AT messages, and FLUSH_INTERVAL still bounds how long a
 # message waits.
 WAKE_BATCHES = 10
-STAT_KEYS = ("queued", "delivered", "failed", "dropped", "spooled", "retried", "blocked")
-
-
-class _InFlight:
-    """A batch being posted. Whoever settles it first (the sender with the endpoint's
-    answer, or shutdown when time is up) accounts for it, so it is never counted twice."""
-
-    __slots__ = ("_lock", "batch", "settled")
-
-    def __init__(self, batch: list[Encoded]) -> None:
-        self.batch = batch
-        self.settled = False
-        self._lock = threading.Lock()
-
-    def settle(self) -> bool:
-        with self._lock:
-            if self.settled:
-                return False
-            self.settled = True
-            return True
-
-
-class _Shutdown(Exception):
-    """Delivery was cut short by shutdown; the batch goes to the spool."""
+# ``deferred`` is a gauge: this process's messages on disk, waiting for its sender.
+STAT_KEYS = ("queued", "delivered", "failed", "dropped", "spooled", "retried", "blocked", "deferred")
 
 
 class Delivery:
-    """One process's pipeline for one Settings: queue -> sender thread -> Segment or store."""
+    """One process's pipeline for one Settings: queue -> sender threads -> Segment or store,
+    and past MAX_QUEUE_SIZE: handoff -> the spool's deferred rows -> the primary sender."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -97,32 +77,37 @@ class Delivery:
     def _reset(self) -> None:
         """Fresh state: at construction and in a forked child (whose inherited queue the
         parent is already sending; see :meth:`_fresh`)."""
-        self._queue: collections.deque[Queued] = collections.deque()
+        self.queue: collections.deque[Queued] = collections.deque()
+        self.overflow = Overflow(self)
         # Re-entrant: an exit-signal handler may flush on a thread that was interrupted inside put().
         self._lock = threading.RLock()
         self._idle = threading.Condition(threading.Lock())
-        self._wake = threading.Event()
-        self._abort = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._stopping = False
-        self._flushing = 0  # flush() calls waiting: send partial batches at once
-        self._poster: Any = None
-        self._in_flight: _InFlight | None = None
-        self._endpoint_ok = False
-        self._last_replay = -REPLAY_EVERY
-        self._counts = dict.fromkeys(STAT_KEYS, 0)
+        self.disk_lock = threading.Lock()  # deferred rows written and counted as one step
+        self.wake = threading.Event()
+        self.abort = threading.Event()
+        self._senders: list[Sender] = []
+        self.stopping = False
+        self.flushing = 0  # flush() calls waiting: send partial batches at once
+        self.posting = 0  # senders waiting on the endpoint now
+        self.endpoint_down = False
+        self.counts = dict.fromkeys(STAT_KEYS, 0)
         self._pending = 0
-        self._retries_in_batch = 0
-        self._drop_log = Burst(logging.WARNING, "segment: dropped %d message(s): %s")
-        self._spool_log = Burst(logging.WARNING, SPOOL_LOG)
+        self.held = 0  # deferred rows this process holds (claimed) on disk: its sender's to drain
+        self._unchecked = 0  # bytes this process wrote to the spool since it last measured it
+        self.drop_log = Burst(logging.WARNING, "segment: dropped %d message(s): %s")
+        self.spool_log = Burst(logging.WARNING, SPOOL_LOG)
+        self.defer_log = Burst(logging.WARNING, DEFER_LOG)
         self._generation = lifecycle.generation
         s = self.settings
         self._wake_at = max(1, min(s.flush_at * WAKE_BATCHES, s.max_queue_size // 2))
+        # A backlog this long while every sender waits on the endpoint starts another.
+        self._more_at = max(self._wake_at, s.max_queue_size // 4)
+        self._overflows = s.spool or s.uses_store  # past MAX_QUEUE_SIZE: to disk, not away
 
     # ------------------------------------------------------------------ request path
     def _fresh(self) -> None:
         """In a forked child, the first use renews this pipeline: an empty queue, its own
-        thread, store handle and HTTP session; the parent keeps sending what it queued."""
+        threads, store handle and HTTP session; the parent keeps sending what it queued."""
         if self._generation != lifecycle.generation:
             with lifecycle.fork_lock:
                 if self._generation != lifecycle.generation:
@@ -141,107 +126,136 @@ class Delivery:
                 seen.append(Watched(item, self.settings))
         if self._generation != lifecycle.generation:  # _fresh's own test, inline: put runs per request
             self._fresh()
-        q = self._queue
+        q = self.queue
         with self._lock:
-            self._counts["queued"] += 1
-            if len(q) >= self.settings.max_queue_size:
-                full = True
-            else:
-                full = False
+            self.counts["queued"] += 1
+            self._pending += 1
+            if len(q) < self.settings.max_queue_size:
                 q.append(item)
-                self._pending += 1
+                full = False
+            else:
+                full = True
         if full:
-            self._dropped(1, "queue full (MAX_QUEUE_SIZE)")
+            if not self._overflows:
+                self._dropped(1, "queue full (MAX_QUEUE_SIZE) and SPOOL is off")
+            elif not self.overflow.add(item):
+                self._dropped(1, "queue full (MAX_QUEUE_SIZE) and the spool writer behind")
             return
-        if len(q) >= self._wake_at and not self._wake.is_set():
-            self._wake.set()
-        if self._thread is None:
-            self._start()
+        n = len(q)
+        if n >= self._wake_at:
+            if not self.wake.is_set():
+                self.wake.set()
+            if n >= self._more_at:
+                self.more_senders()
+        if not self._senders:
+            self._start(primary=True)
 
     def _hand_to_capture(self, item: Queued, sink: Callable[[dict[str, Any]], None]) -> None:
         """``testing.capture()``: the message built now, as the sender would build it, and
         given to the capture as the endpoint would read it; counted as delivered."""
         with self._lock:
-            self._counts["queued"] += 1
+            self.counts["queued"] += 1
             self._pending += 1
-        for encoded in self._prepare([item]):
+        for encoded in self.prepare([item]):
             sink(orjson.loads(encoded.body))
-            self._count("delivered", 1)
+            self.count("delivered", 1)
 
-    def _start(self) -> None:
+    def _start(self, *, primary: bool) -> None:
         with self._lock:
-            if self._thread is not None:
-                return
-            thread = threading.Thread(target=self._run, name="segment-sender", daemon=True)
+            if primary == bool(self._senders) or len(self._senders) >= self.settings.max_in_flight:
+                return  # a primary runs already, or a helper is not wanted
+            sender = Sender(self, primary=primary)
             try:
-                thread.start()
+                sender.thread.start()
             except RuntimeError:  # interpreter shutting down: flush() drains on its own thread
                 return
-            self._thread = thread
+            self._senders.append(sender)
+
+    def more_senders(self) -> None:
+        """A backlog while every sender waits on the endpoint: one more, up to MAX_IN_FLIGHT."""
+        if len(self.queue) >= self._more_at and self.posting >= len(self._senders):
+            self._start(primary=False)
+
+    def note_posting(self, delta: int) -> None:
+        with self._lock:
+            self.posting += delta
+
+    def sender_done(self, sender: Sender) -> None:
+        with self._lock:
+            if sender in self._senders:
+                self._senders.remove(sender)
 
     # ------------------------------------------------------------------ accounting
-    def _count(self, key: str, n: int) -> None:
+    def count(self, key: str, n: int) -> None:
+        """``n`` messages left memory as ``key`` (``retried`` only counts)."""
         with self._lock:
-            self._counts[key] += n
+            self.counts[key] += n
             if key != "retried":
                 self._pending -= n
         if self._pending <= 0:
             with self._idle:
                 self._idle.notify_all()
 
-    def _dropped(self, n: int, reason: str, *, queued: bool = False) -> None:
+    def _dropped(self, n: int, reason: str) -> None:
         """Count a drop, and log it once per burst."""
-        self._drop_log.note(n, reason)  # first: flush() returning means the line is out
+        self.drop_log.note(n, reason)  # first: flush() returning means the line is out
+        self.count("dropped", n)
+
+    def deferred_written(self, n: int) -> None:
+        """``n`` messages left memory for deferred rows that this process holds."""
         with self._lock:
-            self._counts["dropped"] += n
-            if queued:
-                self._pending -= n
-        if queued and self._pending <= 0:
-            with self._idle:
-                self._idle.notify_all()
+            self.held += n
+        self.defer_log.note(n, self.settings.local_store)
+        self.count("deferred", n)
+
+    def _moved(self, n: int, key: str) -> None:
+        """``n`` of this process's deferred rows left the disk as ``key``."""
+        if n:
+            with self._lock:
+                self.held -= n
+                self.counts["deferred"] -= n
+                self.counts[key] += n
+
+    def deferred_sent(self, result: ReplayResult) -> None:
+        """Account for a drain of this process's deferred rows. None left although some
+        are counted: another process evicted them past SPOOL_MAX_MB."""
+        self._moved(result.sent, "delivered")
+        self._moved(result.rejected, "failed")
+        if not (result.sent or result.rejected or result.error):
+            self._reconcile()
+
+    def deferred_spooled(self, ids: list[int], why: str) -> None:
+        """Deferred rows that failed after all retries join the spool (for `replay`)."""
+        try:
+            self.store.to_spool(ids, why)
+        except Exception as exc:
+            log.warning("segment: could not move %d deferred message(s) to the spool: %s", len(ids), exc)
+            return
+        self.spool_log.note(len(ids), why, self.settings.local_store)
+        self._moved(len(ids), "spooled")
+
+    def _reconcile(self) -> None:
+        with self.disk_lock:
+            lost = self.held - self.store.count_mine(DEFERRED)
+            if lost > 0:
+                self.drop_log.note(lost, "deferred rows evicted past SPOOL_MAX_MB by another process")
+                self._moved(lost, "dropped")
 
     def stats(self) -> dict[str, int]:
         self._fresh()
         with self._lock:
-            return dict(self._counts)
+            return dict(self.counts)
 
     @property
     def pending(self) -> int:
-        """Messages queued and not yet settled (delivered, stored, spooled, failed or dropped)."""
+        """Messages in memory and not yet settled (delivered, stored, deferred to disk,
+        spooled, failed or dropped)."""
         return self._pending
 
-    # ------------------------------------------------------------------ sender thread
-    def _run(self) -> None:
-        """Send full batches when WAKE_BATCHES of them are queued or FLUSH_INTERVAL has
-        passed, a partial one only at FLUSH_INTERVAL (or when flushing): under load every
-        post carries FLUSH_AT messages, and no message waits longer than the interval."""
-        interval = self.settings.flush_interval
-        flush_at = self.settings.flush_at
-        last = time.monotonic()
-        while True:
-            self._wake.wait(max(0.0, interval - (time.monotonic() - last)))
-            self._wake.clear()
-            try:
-                due = self._flushing or self._stopping or time.monotonic() - last >= interval
-                while self._queue and not self._abort.is_set():
-                    if not due and len(self._queue) < flush_at:
-                        break
-                    self._send_batch(self._take())
-                    last = time.monotonic()
-                if due:
-                    last = time.monotonic()
-                self._drop_log.tick()
-                self._spool_log.tick()
-                if self.settings.auto_replay and self._endpoint_ok and not self._stopping:
-                    self._replay_some()
-            except Exception:  # never let the sender die; it is the only one
-                log.exception("segment: sender error")
-            if self._stopping and not self._queue:
-                return
-
-    def _take(self) -> list[Queued]:
+    # ------------------------------------------------------------------ building, storing
+    def take(self) -> list[Queued]:
         items: list[Queued] = []
-        q = self._queue
+        q = self.queue
         limit = self.settings.flush_at
         while q and len(items) < limit:
             try:
@@ -250,7 +264,7 @@ class Delivery:
                 break
         return items
 
-    def _prepare(self, items: list[Queued]) -> list[Encoded]:
+    def prepare(self, items: list[Queued]) -> list[Encoded]:
         """Finish and encode each message once; account for the ones that cannot go."""
         ready: list[Encoded] = []
         settings = self.settings
@@ -261,16 +275,16 @@ class Delivery:
             try:
                 msg = finish(item, settings)
                 if msg is None:
-                    self._dropped(1, "BEFORE_SEND returned None", queued=True)
+                    self._dropped(1, "BEFORE_SEND returned None")
                     continue
                 body = encode(msg)
             except Blocked:
-                self._count("blocked", 1)
+                self.count("blocked", 1)
                 continue
             except Exception as exc:
                 kind = "page" if item.message is None else item.message.get("type")
                 log.error("segment: could not build a %s message: %s", kind, exc)
-                self._count("failed", 1)
+                self.count("failed", 1)
                 continue
             if len(body) > MAX_MESSAGE_BYTES:
                 log.error(
@@ -279,209 +293,162 @@ class Delivery:
                     len(body),
                     msg.get("messageId"),
                 )
-                self._count("failed", 1)
+                self.count("failed", 1)
                 continue
             ready.append(Encoded(msg, body))
         return ready
 
-    def _send_batch(self, items: list[Queued]) -> None:
-        ready = self._prepare(items)
-        if sum([len(encoded.body) for encoded in ready]) + len(ready) <= MAX_BATCH_BYTES:
-            if ready:
-                self._deliver(ready)
-            return
-        start, size = 0, 0
-        for i, encoded in enumerate(ready):
-            if size + len(encoded.body) > MAX_BATCH_BYTES and i > start:
-                self._deliver(ready[start:i])
-                start, size = i, 0
-            size += len(encoded.body) + 1
-        if start < len(ready):
-            self._deliver(ready[start:])
-
-    def _deliver(self, batch: list[Encoded]) -> None:
-        if self.settings.uses_store:
-            try:
-                self.store.insert(batch, LOCAL)
-            except Exception as exc:
-                log.error("segment: could not write %d message(s) to the local store: %s", len(batch), exc)
-                self._count("failed", len(batch))
-                return
-            self._count("delivered", len(batch))
-            return
-        flight = _InFlight(batch)
-        self._in_flight = flight
+    def store_locally(self, batch: list[Encoded]) -> None:
+        """No write key: the local store is the destination."""
         try:
-            self._post(batch)
-        except _Shutdown:
-            if flight.settle():
-                self._spool(batch, "shutdown before delivery")
+            self.store.insert(batch, LOCAL)
         except Exception as exc:
-            if flight.settle():
-                self._rejected_or_spooled(batch, exc)
-        else:
-            self._endpoint_ok = True
-            if flight.settle():
-                self._count("delivered", len(batch))
-        finally:
-            self._in_flight = None
-
-    def _post(self, batch: list[Encoded]) -> None:
-        """One batch, already encoded, with the SDK's retry policy (see http.py)."""
-        from .http import BatchPoster, Interrupted
-
-        if self._poster is None:
-            s = self.settings
-            if s.write_key is None:  # without a key messages go to the store, never here
-                raise RuntimeError("posting to the endpoint needs WRITE_KEY")
-            self._poster = BatchPoster(
-                s.write_key,
-                s.host,
-                timeout=s.timeout,
-                max_retries=s.max_retries,
-                gzip=s.gzip,
-                abort=self._abort,
-                on_retry=self._note_retry,
-            )
-        if self._stopping:  # never let one request outlive SHUTDOWN_TIMEOUT
-            self._poster.timeout = max(0.1, min(self._poster.timeout, self.settings.shutdown_timeout))
-        self._retries_in_batch = 0
-        try:
-            self._poster.post([encoded.body for encoded in batch])
-        except Interrupted:
-            raise _Shutdown from None
-        finally:
-            if self._retries_in_batch:
-                self._count("retried", len(batch))
-
-    def _note_retry(self) -> None:
-        self._retries_in_batch += 1
-
-    def _replay_some(self) -> None:
-        """AUTO_REPLAY: once the endpoint answers again, send spooled batches a few at a
-        time (rows are claimed, so several workers never send the same one)."""
-        now = time.monotonic()
-        if now - self._last_replay < REPLAY_EVERY:
+            log.error("segment: could not write %d message(s) to the local store: %s", len(batch), exc)
+            self.count("failed", len(batch))
             return
-        self._last_replay = now
-        try:
-            self.store.release_stale_claims()
-            size = self.settings.flush_at
-            result = replay(self.store, self._post, kind=SPOOL, batch_size=size, max_batches=REPLAY_BATCHES)
-        except Exception as exc:  # the store is optional here: never stop the sender
-            log.warning("segment: automatic replay skipped: %s", exc)
-            return
-        if result.sent or result.rejected:
-            log.info("segment: replayed %d spooled message(s), %d rejected", result.sent, result.rejected)
-        if result.error is not None:
-            self._endpoint_ok = False
+        self.count("delivered", len(batch))
 
-    def _rejected_or_spooled(self, batch: list[Encoded], exc: Exception) -> None:
-        """A 400 means a message in the batch is bad: split until it is alone, then drop
-        it (counted, logged without contents). Anything else is an outage: spool."""
-        status = getattr(exc, "status", None)
-        if status == 400:
-            if len(batch) > 1:
-                mid = len(batch) // 2
-                self._deliver(batch[:mid])
-                self._deliver(batch[mid:])
-                return
-            msg = batch[0].message
-            log.error(
-                "segment: the endpoint rejected a %s message (messageId %s): %s",
-                msg.get("type"),
-                msg.get("messageId"),
-                getattr(exc, "message", "") or "400",
-            )
-            self._count("failed", 1)  # after the log line: flush() returning means it is out
-            return
-        self._endpoint_ok = False
-        self._spool(batch, f"{type(exc).__name__}: {status or ''}".strip())
-
-    def _spool(self, batch: list[Encoded], why: str) -> None:
+    def spool(self, batch: list[Encoded], why: str) -> None:
         if not self.settings.spool:
             log.error("segment: %d message(s) not delivered (%s) and SPOOL is off", len(batch), why)
-            self._count("failed", len(batch))
+            self.count("failed", len(batch))
             return
         try:
             self.store.insert(batch, SPOOL, error=why)
         except Exception as exc:
             log.error("segment: %d message(s) not delivered (%s) and not spooled: %s", len(batch), why, exc)
-            self._count("failed", len(batch))
+            self.count("failed", len(batch))
             return
-        self._spool_log.note(len(batch), why, self.settings.local_store)
-        self._count("spooled", len(batch))
+        self.spool_log.note(len(batch), why, self.settings.local_store)
+        self.count("spooled", len(batch))
+        self.bound_disk(batch)
+
+    def bound_disk(self, batch: list[Encoded]) -> None:
+        """SPOOL_MAX_MB, after this process wrote ``batch`` to disk: past it the oldest
+        waiting rows go, counted as dropped (here for this process's own deferred rows; their
+        owners count the others'). Only writes take the spool past the bound, so each
+        process looks once per twentieth of it that it wrote."""
+        limit = int(self.settings.spool_max_mb * 1024 * 1024)
+        with self.disk_lock:
+            self._unchecked += sum([len(encoded.body) for encoded in batch])
+            if self._unchecked < limit // 20:
+                return
+            self._unchecked = 0
+            try:
+                result = self.store.evict(limit)
+            except Exception as exc:
+                log.warning("segment: could not check the spool's size: %s", exc)
+                return
+            if result is not None and result[0]:
+                evicted, own = result
+                self.drop_log.note(evicted, "the spool is over SPOOL_MAX_MB; its oldest rows were evicted")
+                self._moved(own, "dropped")
 
     # ------------------------------------------------------------------ flush / shutdown
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything queued so far is settled; False if ``timeout`` ran out."""
+        """Wait until every message queued so far has left memory (delivered, or on disk);
+        False if ``timeout`` ran out."""
         deadline = None if timeout is None else time.monotonic() + timeout
         self._fresh()
         if self._pending <= 0:
             return True
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = None
-            self._start()
-            if self._thread is None:  # cannot start threads now (interpreter exit): do it here
+        if not any(sender.primary and sender.thread.is_alive() for sender in self._senders):
+            with self._lock:
+                self._senders.clear()
+            self._start(primary=True)
+            if not self._senders:  # cannot start threads now (interpreter exit): do it here
                 self._drain_here(deadline)
                 return self._pending <= 0
-        self._flushing += 1
+        self.flushing += 1
         try:
             while self._pending > 0:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
-                self._wake.set()
+                self.wake.set()
                 with self._idle:
                     if self._pending > 0:
                         self._idle.wait(0.05 if remaining is None else min(0.05, remaining))
             return True
         finally:
-            self._flushing -= 1
+            self.flushing -= 1
 
     def _drain_here(self, deadline: float | None) -> None:
-        while self._queue and (deadline is None or time.monotonic() < deadline):
-            self._send_batch(self._take())
+        sender = Sender(self, primary=True)
+        self.overflow.write(self.overflow.take_all())
+        while self.queue and (deadline is None or time.monotonic() < deadline):
+            sender.send_batch(self.take())
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Flush within ``timeout`` (default SHUTDOWN_TIMEOUT); spool whatever is left."""
         self._fresh()  # a forked child that never sent anything has nothing to flush
         try:
             self._shutdown(self.settings.shutdown_timeout if timeout is None else timeout)
-        finally:  # the last word on an outage: how many were dropped or spooled
-            self._drop_log.tick(force=True)
-            self._spool_log.tick(force=True)
+        finally:  # the last word on an outage: how many were dropped or spooled, and the totals
+            for burst in (self.drop_log, self.spool_log, self.defer_log):
+                burst.tick(force=True)
+            if self.counts["queued"]:
+                totals = orjson.dumps(self.stats()).decode()
+                log.info("segment: stats at exit (pid %d): %s", os.getpid(), totals)
 
     def _shutdown(self, timeout: float) -> None:
-        self._stopping = True
-        if self._poster is not None:
-            self._poster.timeout = max(0.1, min(self._poster.timeout, timeout))
+        deadline = time.monotonic() + timeout
+        self.stopping = True
         reserve = min(0.5, timeout * 0.2)
         if self.flush(max(0.0, timeout - reserve)):
-            self._wake.set()
-            return
+            # All settled in memory: the primary sends this process's deferred rows before
+            # it ends, while time is left.
+            self.wake.set()
+            for sender in list(self._senders):
+                sender.thread.join(max(0.0, deadline - reserve - time.monotonic()))
+            if not any(sender.thread.is_alive() for sender in self._senders):
+                if self.held > 0:
+                    self._hand_over_deferred()
+                return
         # Out of time: stop retrying, and keep what is still queued for `replay`.
-        self._abort.set()
-        left = self._take_all()
+        self.abort.set()
+        left = self.overflow.take_all() + self.take_all()
         if left:
-            ready = self._prepare(left)
+            ready = self.prepare(left)
             if self.settings.uses_store:
-                self._deliver(ready)
-            else:
-                self._spool(ready, "not delivered within SHUTDOWN_TIMEOUT")
-        if self._thread is not None:
-            self._thread.join(reserve)
-        flight = self._in_flight
-        if flight is not None and flight.settle():
-            # Still waiting on the endpoint: keep a copy. If that request does land, replay
-            # resends the same messageIds, which Segment de-duplicates.
-            self._spool(flight.batch, "still in flight at SHUTDOWN_TIMEOUT")
+                self.store_locally(ready)
+            elif ready:
+                self.spool(ready, "not delivered within SHUTDOWN_TIMEOUT")
+        for sender in list(self._senders):
+            sender.thread.join(max(0.0, min(reserve, deadline - time.monotonic())))
+            flight = sender.in_flight
+            if flight is not None and flight.settle():
+                # Still waiting on the endpoint: keep a copy. If that request does land, replay
+                # resends the same messageIds, which Segment de-duplicates.
+                self.spool(flight.batch, "still in flight at SHUTDOWN_TIMEOUT")
+        if self.held > 0:
+            self._hand_over_deferred()
 
-    def _take_all(self) -> list[Queued]:
+    def _hand_over_deferred(self) -> None:
+        """This process's deferred rows still on disk go to whichever process drains next
+        (any worker of the app does, by itself), or to `segment-middleware replay`. They stay
+        in this process's ``deferred`` count: on disk, waiting."""
+        try:
+            self._reconcile()
+            released = self.store.release_mine()
+        except Exception as exc:
+            log.warning("segment: could not hand over the deferred rows: %s", exc)
+            return
+        with self._lock:
+            self.held = 0
+        if released:
+            log.warning(
+                "segment: %d deferred message(s) left in %s; the app's next process sends them"
+                " (or `segment-middleware replay`)",
+                released,
+                self.settings.local_store,
+            )
+
+    def take_all(self) -> list[Queued]:
         items: list[Queued] = []
         while True:
             try:
-                items.append(self._queue.popleft())
+                items.append(self.queue.popleft())
             except IndexError:
                 return items
 

@@ -24,6 +24,7 @@ class ReplayResult:
     sent: int = 0
     rejected: int = 0
     error: Exception | None = None
+    unsent: list[int] = dataclasses.field(default_factory=list)  # row ids left when ``error`` stopped it
 
 
 def replay(
@@ -34,12 +35,15 @@ def replay(
     since: float | None = None,
     batch_size: int = 100,
     max_batches: int | None = None,
+    mine: bool = False,
 ) -> ReplayResult:
-    """Claim, post and mark rows until none are left, an outage, or ``max_batches``."""
+    """Claim, post and mark rows until none are left, an outage, or ``max_batches``.
+    ``mine``: send the rows this process already holds (its deferred ones) instead of
+    claiming; on an outage they stay held, and ``unsent`` names them for the caller."""
     result = ReplayResult()
     batches = 0
     while max_batches is None or batches < max_batches:
-        rows = store.claim(batch_size, kind=kind, since=since)
+        rows = store.mine(kind, batch_size) if mine else store.claim(batch_size, kind=kind, since=since)
         if not rows:
             break
         batches += 1
@@ -47,7 +51,9 @@ def replay(
         try:
             _deliver(store, post, rows, result, done)
         except Exception as exc:
-            store.release(row.id for row in rows if row.id not in done)
+            result.unsent = [row.id for row in rows if row.id not in done]
+            if not mine:
+                store.release(result.unsent)
             result.error = exc
             break
     return result

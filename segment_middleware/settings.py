@@ -153,9 +153,11 @@ def _bool(value: Any, name: str) -> bool:
     raise SettingsError(f"{name}: must be True or False, got {value!r}")
 
 
-def _number(kind: type, low: float, *, inclusive: bool = True) -> Callable[[Any, str], Any]:
+def _number(
+    kind: type, low: float, *, inclusive: bool = True, high: float | None = None
+) -> Callable[[Any, str], Any]:
     def check(value: Any, name: str) -> Any:
-        bound = f"{'>=' if inclusive else '>'} {low}"
+        bound = f"{'>=' if inclusive else '>'} {low}" + ("" if high is None else f" and <= {high}")
         try:
             if isinstance(value, bool):
                 raise ValueError
@@ -166,7 +168,7 @@ def _number(kind: type, low: float, *, inclusive: bool = True) -> Callable[[Any,
                 raise ValueError
         except (TypeError, ValueError, OverflowError):
             raise SettingsError(f"{name}: must be a number {bound}, got {value!r}") from None
-        if not (number >= low if inclusive else number > low):
+        if not (number >= low if inclusive else number > low) or (high is not None and number > high):
             raise SettingsError(f"{name}: must be {bound}, got {value!r}")
         return number
 
@@ -338,6 +340,8 @@ class Settings:
     reset_on_logout: bool = _setting("E036", _bool, True)
     auth_events: bool = _setting("E037", _bool, False)
     alias_on_signup: bool = _setting("E038", _bool, False)
+    max_in_flight: int = _setting("E039", _number(int, 1, high=16), 3)
+    spool_max_mb: float = _setting("E040", _number(float, 0, inclusive=False), 512.0)
 
     def __post_init__(self) -> None:
         values, problems = check_values(

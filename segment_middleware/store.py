@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import sqlite3
 import threading
 import time
@@ -19,13 +20,19 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .messages import Encoded
 
-__all__ = ["LOCAL", "SPOOL", "Store", "StoredEvent"]
+__all__ = ["DEFERRED", "LOCAL", "SPOOL", "Store", "StoredEvent", "claim_mark"]
 
-_ROW_SLOTS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_ROWS_PER_INSERT = 90  # 10 parameters a row, under SQLite's old 999-parameter limit
+_ROW_SLOTS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# A write is a few multi-row INSERTs: each statement hands the GIL back and must win it
+# again from busy request threads, so fewer is faster (executemany would be one per row).
+# Chunks are powers of two, so that sqlite3's statement cache holds at most a dozen shapes;
+# 11 parameters a row stay under SQLite's limit (32766; 999 before 3.32).
+_MAX_ROWS_PER_INSERT = 512 if sqlite3.sqlite_version_info >= (3, 32, 0) else 64
 
 LOCAL = "local"  # recorded because no write key is set
 SPOOL = "spool"  # delivery failed; waiting for `replay`
+DEFERRED = "deferred"  # the in-memory queue was full; the sender drains these by itself
+WAITING = (SPOOL, DEFERRED)  # the kinds SPOOL_MAX_MB bounds
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -99,23 +106,25 @@ class Store:
             self._conn = None
 
     # ------------------------------------------------------------------ writing
-    def insert(self, rows: Iterable[Encoded], kind: str, error: str | None = None) -> int:
-        """Store encoded messages in one transaction; returns how many."""
+    def insert(
+        self, rows: Iterable[Encoded], kind: str, error: str | None = None, *, claimed: bool = False
+    ) -> int:
+        """Store encoded messages in one transaction; returns how many. ``claimed``: the
+        rows are this process's to send (deferred rows), invisible to other claimers."""
         now = time.time()
-        values = [_columns(row.message, row.body, kind, now, error) for row in rows]
+        mark = claim_mark() if claimed else None
+        values = [_columns(row.message, row.body, kind, now, error, mark) for row in rows]
         if not values:
             return 0
         with self._lock:
             conn = self._connect()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                # One multi-row INSERT per chunk: executemany releases the GIL per row, which
-                # makes a spool write crawl when request threads keep the GIL busy.
-                for start in range(0, len(values), _ROWS_PER_INSERT):
-                    chunk = values[start : start + _ROWS_PER_INSERT]
+                for start, end in _chunks(len(values)):
+                    chunk = values[start:end]
                     conn.execute(
                         "INSERT INTO events (message_id, kind, type, event, user_id, anonymous_id, timestamp,"
-                        " stored_at, error, body) VALUES " + ",".join([_ROW_SLOTS] * len(chunk)),
+                        " stored_at, error, replayed_at, body) VALUES " + ",".join([_ROW_SLOTS] * len(chunk)),
                         [field for row in chunk for field in row],
                     )
             except BaseException:
@@ -142,7 +151,7 @@ class Store:
     def claim(self, limit: int = 100, kind: str = SPOOL, since: float | None = None) -> list[StoredEvent]:
         """Take up to ``limit`` unsent rows for this process, so that several workers (and
         the CLI) replaying at once never send the same row twice. ``release`` undoes it."""
-        claim = -float(os.getpid())  # a negative replayed_at marks "claimed, being sent"
+        claim = claim_mark()
         with self._lock:
             conn = self._connect()
             conn.execute("BEGIN IMMEDIATE")
@@ -170,14 +179,91 @@ class Store:
             conn.executemany("UPDATE events SET replayed_at = NULL WHERE id = ?", [(i,) for i in ids])
 
     def release_stale_claims(self) -> None:
-        """Claims of processes that died mid-replay go back to the queue."""
+        """Claims of processes that died (mid-replay, or with deferred rows left) go back to
+        the queue; so do claims under this process's pid that are not its own mark (a dead
+        process whose pid was reused, as in containers)."""
+        mine = claim_mark()
         with self._lock:
             conn = self._connect()
             rows = conn.execute("SELECT DISTINCT replayed_at FROM events WHERE replayed_at < 0").fetchall()
             for (claim,) in rows:
                 pid = int(-claim)
-                if not _alive(pid):
+                if claim != mine and (pid == os.getpid() or not _alive(pid)):
                     conn.execute("UPDATE events SET replayed_at = NULL WHERE replayed_at = ?", (claim,))
+
+    def release_mine(self) -> int:
+        """Hand this process's claimed rows to any other (at exit): returns how many."""
+        with self._lock:
+            cur = self._connect().execute(
+                "UPDATE events SET replayed_at = NULL WHERE replayed_at = ?", (claim_mark(),)
+            )
+            return cur.rowcount
+
+    def mine(self, kind: str, limit: int) -> list[StoredEvent]:
+        """This process's claimed rows of ``kind``, oldest first (its deferred rows)."""
+        with self._lock:
+            rows = (
+                self._connect()
+                .execute(
+                    "SELECT * FROM events WHERE replayed_at = ? AND kind = ? ORDER BY id LIMIT ?",
+                    (claim_mark(), kind, int(limit)),
+                )
+                .fetchall()
+            )
+        return [StoredEvent(*row) for row in rows]
+
+    def count_mine(self, kind: str) -> int:
+        sql = "SELECT COUNT(*) FROM events WHERE replayed_at = ? AND kind = ?"
+        with self._lock:
+            row = self._connect().execute(sql, (claim_mark(), kind)).fetchone()
+        return int(row[0])
+
+    def evict(self, max_bytes: int) -> tuple[int, int] | None:
+        """Past ``max_bytes`` of rows waiting to be sent (spooled or deferred), delete the
+        oldest until under it. Returns (rows evicted, of which this process's own), or None
+        when the file's used pages, which bound the waiting bytes from above, are under it
+        (then the exact sum, which reads every waiting row, is not taken)."""
+        with self._lock:
+            conn = self._connect()
+            page_size, pages, free = (
+                conn.execute(f"PRAGMA {pragma}").fetchone()[0]
+                for pragma in ("page_size", "page_count", "freelist_count")
+            )
+            if (pages - free) * page_size <= max_bytes:
+                return None
+            waiting = "kind IN (?, ?) AND (replayed_at IS NULL OR replayed_at < 0)"
+            rows = conn.execute(
+                f"SELECT id, length(CAST(body AS BLOB)), replayed_at FROM events WHERE {waiting} ORDER BY id",
+                WAITING,
+            ).fetchall()
+            excess = sum(size for _, size, _ in rows) - max_bytes
+            if excess <= 0:
+                return 0, 0
+            mine = claim_mark()
+            doomed: list[int] = []
+            own = 0
+            for row_id, size, claim in rows:
+                if excess <= 0:
+                    break
+                doomed.append(row_id)
+                own += claim == mine
+                excess -= size
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany("DELETE FROM events WHERE id = ?", [(i,) for i in doomed])
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        return len(doomed), own
+
+    def to_spool(self, ids: Iterable[int], error: str) -> None:
+        """Deferred rows whose delivery failed after all retries: spooled, for `replay`."""
+        with self._lock:
+            self._connect().executemany(
+                "UPDATE events SET kind = ?, replayed_at = NULL, error = ? WHERE id = ?",
+                [(SPOOL, error, i) for i in ids],
+            )
 
     def delete_user(self, user_id: str) -> int:
         with self._lock:
@@ -228,6 +314,28 @@ class Store:
             return int(self._connect().execute("SELECT COUNT(*) FROM events").fetchone()[0])
 
 
+def _chunks(n: int) -> Iterator[tuple[int, int]]:
+    """``n`` rows as slices of power-of-two lengths, the largest first."""
+    start = 0
+    while start < n:
+        size = min(_MAX_ROWS_PER_INSERT, 1 << ((n - start).bit_length() - 1))
+        yield start, start + size
+        start += size
+
+
+_marks: dict[int, float] = {}
+
+
+def claim_mark() -> float:
+    """This process's claim on a row: a negative ``replayed_at`` of its pid plus a random
+    fraction, so that a later process reusing the pid does not take the rows as its own."""
+    pid = os.getpid()
+    mark = _marks.get(pid)
+    if mark is None:
+        mark = _marks[pid] = -(pid + random.uniform(0.001, 0.999))
+    return mark
+
+
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
@@ -240,7 +348,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _columns(msg: dict[str, Any], body: bytes, kind: str, now: float, error: str | None) -> tuple[Any, ...]:
+def _columns(
+    msg: dict[str, Any], body: bytes, kind: str, now: float, error: str | None, claim: float | None
+) -> tuple[Any, ...]:
     """One row of ``events``, in the order of the INSERT's column list."""
     return (
         msg.get("messageId") or "",
@@ -252,6 +362,7 @@ def _columns(msg: dict[str, Any], body: bytes, kind: str, now: float, error: str
         msg.get("timestamp"),
         now,
         error,
+        claim,
         body.decode(),
     )
 

@@ -7,7 +7,8 @@ about the SDK instead of the SDK. This module is that something: a small threade
 127.0.0.1 that speaks the Tracking API closely enough (Basic auth with the write key, gzip bodies, the
 500 KB batch limit, JSON error bodies, keep-alive) and lets a test switch on the failures that matter in
 production - 5xx, 429 with Retry-After, slow answers, connection resets, refused connections and whole
-batches rejected because of one bad message - from any thread, while traffic is flowing.
+batches rejected because of one bad message, or a random mix of them for soaks (``chaos()``) - from any
+thread, while traffic is flowing.
 
 It is the test suite's and the benchmarks' (``bench/`` puts ``tests/`` on its path), not the
 package's: users import nothing from here. It depends on nothing but the standard library::
@@ -31,6 +32,7 @@ import contextlib
 import gzip
 import io
 import json
+import random
 import signal
 import socket
 import ssl
@@ -45,7 +47,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["ReceivedRequest", "SegmentReceiver", "exit_signal_event", "main", "wait_for_signal"]
+__all__ = [
+    "CHAOS_OUTCOMES",
+    "ReceivedRequest",
+    "SegmentReceiver",
+    "exit_signal_event",
+    "main",
+    "wait_for_signal",
+]
 
 #: Segment rejects batch requests larger than 500 KB with a 400; we model the same limit so that a
 #: batching bug in our code fails in tests rather than in production.
@@ -131,6 +140,29 @@ class _Slowness:
 
     seconds: float
     remaining: int | None
+
+
+@dataclass
+class _Chaos:
+    """The state behind ``chaos()``: each outcome's probability and the generator that draws them.
+
+    The generator is the receiver's own (seeded or not), drawn under the receiver's lock, so a seeded
+    run gives the same sequence of outcomes for the same sequence of requests, whatever else uses
+    ``random`` in the process.
+    """
+
+    reset: float
+    error: float
+    rate_limited: float
+    stall: float
+    stall_seconds: float
+    error_failure: _Failure
+    rate_limited_failure: _Failure
+    random: random.Random
+
+
+#: The outcomes ``chaos()`` draws from, as counted in ``SegmentReceiver.chaos_counts``.
+CHAOS_OUTCOMES = ("reset", "error", "rate_limited", "stall", "normal")
 
 
 @dataclass
@@ -319,6 +351,8 @@ class SegmentReceiver:
         self._slowness: _Slowness | None = None
         self._resets: int | None = 0
         self._reject: MessagePredicate | None = None
+        self._chaos: _Chaos | None = None
+        self._chaos_counts: dict[str, int] = dict.fromkeys(CHAOS_OUTCOMES, 0)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -450,11 +484,23 @@ class SegmentReceiver:
             return list(self._requests)
 
     def clear(self) -> None:
-        """Forget every recorded request, batch and message (fault settings are kept)."""
+        """Forget every recorded request, batch and message, and ``chaos_counts`` (faults are kept)."""
         with self._lock:
             self._requests.clear()
             self._batches.clear()
             self._messages.clear()
+            self._chaos_counts = dict.fromkeys(CHAOS_OUTCOMES, 0)
+
+    @property
+    def chaos_counts(self) -> dict[str, int]:
+        """How many ingest requests ``chaos()`` answered with each outcome (``CHAOS_OUTCOMES``).
+
+        Statuses alone cannot show a stall (it ends in a normal answer), and a soak must be able to
+        prove the fault mix it claims really happened. Counted since the last ``chaos()`` or
+        ``clear()``; ``healthy()`` keeps them, so they can be read after the endpoint recovered.
+        """
+        with self._lock:
+            return dict(self._chaos_counts)
 
     def by_message_id(self) -> dict[str, list[dict[str, Any]]]:
         """Group accepted messages by ``messageId``; any list longer than one is a duplicate delivery.
@@ -471,12 +517,13 @@ class SegmentReceiver:
     # ------------------------------------------------------------------ fault injection
 
     def healthy(self) -> None:
-        """Clear every injected fault and, if refusing, listen again on the same port."""
+        """Clear every injected fault (``chaos()`` too) and, if refusing, listen again on the same port."""
         with self._lock:
             self._failure = None
             self._slowness = None
             self._resets = 0
             self._reject = None
+            self._chaos = None
         with self._lifecycle:
             if self._refusing:
                 self._refusing = False
@@ -534,6 +581,58 @@ class SegmentReceiver:
         with self._lock:
             self._resets = times
 
+    def chaos(
+        self,
+        reset: float = 0.05,
+        error: float = 0.10,
+        rate_limited: float = 0.05,
+        retry_after: str | int | None = 1,
+        stall: float = 0.05,
+        stall_seconds: float = 3.0,
+        seed: int | None = None,
+    ) -> None:
+        """Answer each ingest request with a fault drawn at random, independently, until ``healthy()``.
+
+        Production endpoints do not fail one way at a time: under a soak, resets, 5xx, rate limits and
+        slow answers interleave, and a pipeline can survive each alone yet lose messages to the mix
+        (a retry that lands on a rate limit, a shutdown during a stall). Each request gets, with the
+        given probabilities: an abortive close like ``reset()`` (``reset``), a 500 (``error``), a 429
+        with ``retry_after`` as its ``Retry-After`` header (``rate_limited``; ``None``: no header),
+        a wait of ``stall_seconds`` before the normal answer (``stall``), or else the normal answer.
+        ``seed`` makes the sequence of outcomes repeatable for the same sequence of requests.
+
+        The explicit switches (``fail_with``, ``slow``, ``reset``) come first: chaos decides only the
+        requests they leave alone, so ``chaos_counts`` (zeroed by this call) is exactly what it did.
+        """
+        for name, p in (("reset", reset), ("error", error), ("rate_limited", rate_limited), ("stall", stall)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
+        if reset + error + rate_limited + stall > 1.0:
+            raise ValueError("the fault probabilities add up to more than 1")
+        if stall_seconds < 0:
+            raise ValueError("stall_seconds must be >= 0")
+        failures = {
+            status: _Failure(
+                status=status,
+                remaining=None,
+                retry_after=None if status != 429 or retry_after is None else str(retry_after),
+                body={"code": _DEFAULT_ERROR_CODES[status], "message": f"injected failure: HTTP {status}"},
+            )
+            for status in (500, 429)
+        }
+        with self._lock:
+            self._chaos = _Chaos(
+                reset=reset,
+                error=error,
+                rate_limited=rate_limited,
+                stall=stall,
+                stall_seconds=stall_seconds,
+                error_failure=failures[500],
+                rate_limited_failure=failures[429],
+                random=random.Random(seed),
+            )
+            self._chaos_counts = dict.fromkeys(CHAOS_OUTCOMES, 0)
+
     def refuse(self) -> None:
         """Close the listening socket (and open connections) so new connects get ECONNREFUSED.
 
@@ -569,7 +668,33 @@ class SegmentReceiver:
                 applies, self._failure.remaining = _take(self._failure.remaining)
                 if applies:
                     faults.failure = self._failure
+            if self._chaos is not None and not (faults.delay or faults.reset or faults.failure):
+                self._draw_chaos(self._chaos, faults)
         return faults
+
+    def _draw_chaos(self, chaos: _Chaos, faults: _Faults) -> None:
+        """One ``chaos()`` outcome for a request no explicit fault applies to; the caller holds the lock."""
+        draw = chaos.random.random()
+        outcome = "normal"
+        for name, p in (
+            ("reset", chaos.reset),
+            ("error", chaos.error),
+            ("rate_limited", chaos.rate_limited),
+            ("stall", chaos.stall),
+        ):
+            if draw < p:
+                outcome = name
+                break
+            draw -= p
+        if outcome == "reset":
+            faults.reset = True
+        elif outcome == "error":
+            faults.failure = chaos.error_failure
+        elif outcome == "rate_limited":
+            faults.failure = chaos.rate_limited_failure
+        elif outcome == "stall":
+            faults.delay = chaos.stall_seconds
+        self._chaos_counts[outcome] += 1
 
     def _record(
         self,

@@ -64,8 +64,10 @@ def test_memory_quick_run_stays_bounded(tmp_path: Path) -> None:
     assert results["bounded"] is True
     assert stats["queued"] == 40000
     assert stats["delivered"] == 0  # nothing listens on the endpoint
-    assert stats["queued"] == stats["failed"] + stats["dropped"] + stats["spooled"]
-    assert results["spool_rows"] == stats["spooled"] > 0
+    on_disk = stats["spooled"] + stats["deferred"]
+    assert stats["queued"] == stats["failed"] + stats["dropped"] + on_disk
+    assert stats["deferred"] > 0, "a full queue overflows to disk"
+    assert results["spool_rows"] == on_disk > 0
 
 
 def test_delivery_bench_quick_run_receives_everything(tmp_path: Path) -> None:
@@ -80,3 +82,19 @@ def test_delivery_bench_quick_run_receives_everything(tmp_path: Path) -> None:
     results = json.loads(out.read_text())
     assert results["ours"]["received"] == results["sdk"]["received"] == 2000
     assert results["ours"]["stats"]["delivered"] == 2000
+
+
+def test_overflow_bench_quick_run_loses_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "overflow.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "overflow.py"), "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["ok"] is True, results["failures"]
+    check = results["requests"]["overflow_check"]
+    assert check["dropped_added"] == 0 and check["deferred_added"] == check["handed"] > 0
+    assert all(r["received"] == r["messages"] for k in ("healthy", "slow") for r in results["throughput"][k])

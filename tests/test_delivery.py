@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ def runtime(receiver: SegmentReceiver | None, store_path: str, **overrides: obje
 
 
 def balanced(stats: dict[str, int], pending: int = 0) -> bool:
-    settled = stats["delivered"] + stats["failed"] + stats["dropped"] + stats["spooled"] + stats["blocked"]
+    settled = sum(stats[k] for k in ("delivered", "failed", "dropped", "spooled", "blocked", "deferred"))
     return stats["queued"] == settled + pending
 
 
@@ -58,12 +59,18 @@ def test_forked_child_sends_its_own_and_never_the_parents(receiver: SegmentRecei
     assert len(msgs) == 6
 
 
-def test_full_queue_drops_counts_and_logs_once_per_burst(
+def test_full_queue_without_spool_drops_counts_and_logs_once_per_burst(
     store_path: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # An unreachable endpoint and a long interval keep everything queued.
+    # An unreachable endpoint and a long interval keep everything queued; SPOOL off: no disk.
     rt = runtime(
-        None, store_path, write_key="k", host="http://127.0.0.1:9", max_queue_size=50, flush_interval=60
+        None,
+        store_path,
+        write_key="k",
+        host="http://127.0.0.1:9",
+        max_queue_size=50,
+        flush_interval=60,
+        spool=False,
     )
     t = rt.tracker(anonymous_id="a")
     with caplog.at_level(logging.WARNING, logger="segment_middleware"):
@@ -75,10 +82,164 @@ def test_full_queue_drops_counts_and_logs_once_per_burst(
     assert balanced(s, pending=50)
     drops = [r for r in caplog.records if "dropped" in r.getMessage()]
     assert len(drops) == 1 and "queue full" in drops[0].getMessage()
-    rt.delivery.shutdown(0.2)  # spools what is left instead of losing it
+    rt.delivery.shutdown(0.2)  # SPOOL off: what is left fails, counted
     s = rt.delivery.stats()
-    assert s["spooled"] == 50 and balanced(s)
-    assert len(Store(store_path).events(kind="spool")) == 50
+    assert s["failed"] == 50 and balanced(s)
+    assert not os.path.exists(store_path), "SPOOL off: nothing touched the disk"
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_full_queue_defers_to_disk_and_the_sender_drains_it_oldest_first(
+    receiver: SegmentReceiver, store_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SPEC 7: past MAX_QUEUE_SIZE new messages go to the spool as deferred rows, nothing
+    is dropped, and once the endpoint answers the sender sends them by itself, oldest first,
+    after the live queue; no replay."""
+    receiver.slow(1.0)  # every post waits: the queue fills while the senders wait
+    rt = runtime(receiver, store_path, max_queue_size=50, flush_at=10, max_in_flight=1)
+    t = rt.tracker(anonymous_id="a")
+    with caplog.at_level(logging.WARNING, logger="segment_middleware"):
+        for i in range(500):
+            t.track("E", {"i": i})
+            time.sleep(0.001)  # a busy site's pace, not a tight loop's
+        assert rt.delivery.flush(30), "everything left memory: posted, or on disk"
+    s = rt.delivery.stats()
+    assert s["dropped"] == 0 and s["queued"] == 500 and balanced(s)
+    assert s["deferred"] >= 400, s
+    assert not [r for r in caplog.records if "dropped" in r.getMessage()]
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("segment: deferred")]
+    assert said and "MAX_QUEUE_SIZE" in said[0], "the overflow is logged (once per burst)"
+    deferred_ids = {r.message["properties"]["i"] for r in Store(store_path).events(kind="deferred")}
+    assert len(deferred_ids) == s["deferred"]
+    receiver.healthy()
+    wait_until(lambda: rt.delivery.stats()["deferred"] == 0, 30, "the deferred rows to drain")
+    got = receiver.wait_for(500, timeout=30)
+    order = [m["properties"]["i"] for m in got]
+    assert sorted(order) == list(range(500)), "each message once, none lost"
+    drained = [i for i in order if i in deferred_ids]
+    assert drained == sorted(drained), "deferred rows go out oldest first"
+    assert order.index(drained[0]) > max(order.index(i) for i in range(500) if i not in deferred_ids) - 10
+    s = rt.delivery.stats()
+    assert s["delivered"] == 500 and s["deferred"] == 0 and balanced(s)
+    assert not Store(store_path).events(kind="deferred", pending_only=True)
+
+
+def test_deferred_rows_left_at_exit_are_sent_by_the_next_process(
+    receiver: SegmentReceiver, store_path: str
+) -> None:
+    receiver.refuse()
+    rt = runtime(receiver, store_path, max_queue_size=20, flush_at=10, max_retries=0, flush_interval=60)
+    t = rt.tracker(anonymous_id="a")
+    for i in range(100):
+        t.track("E", {"i": i})
+    rt.delivery.shutdown(1.0)
+    s = rt.delivery.stats()
+    assert s["dropped"] == 0 and s["deferred"] + s["spooled"] + s["delivered"] == 100 and balanced(s)
+    left = Store(store_path).events(kind="deferred", pending_only=True)
+    assert len(left) == s["deferred"] > 0
+    assert all(row.replayed_at is None for row in left), "handed over: unclaimed"
+    receiver.healthy()
+    # Two new processes (same store, as two workers) find them within REPLAY_EVERY of their
+    # first send; rows are claimed, so each row is sent by one of them only.
+    code = f"""
+import sys, time
+from segment_middleware.core import Runtime
+from segment_middleware.settings import Settings
+from segment_middleware.store import Store
+settings = Settings(write_key={WRITE_KEY!r}, host={receiver.url!r}, local_store={store_path!r}, flush_at=5)
+rt = Runtime(settings.replace(flush_interval=0.05))
+rt.tracker(anonymous_id=sys.argv[1]).track("Next")
+assert rt.delivery.flush(10)
+deadline = time.monotonic() + 20
+while Store({store_path!r}).events(kind="deferred", pending_only=True) and time.monotonic() < deadline:
+    time.sleep(0.1)
+rt.delivery.shutdown(5)
+"""
+    workers = [subprocess.Popen([sys.executable, "-c", code, name]) for name in ("b", "c")]
+    assert [w.wait(timeout=60) for w in workers] == [0, 0]
+    got = receiver.wait_for(len(left) + 2, timeout=10)
+    receiver.wait_answered()
+    assert {m["properties"]["i"] for m in got if m["event"] == "E"} == {
+        r.message["properties"]["i"] for r in left
+    }
+    assert len(receiver.messages) == len(left) + 2, "each row sent once, by one of the two"
+    assert not Store(store_path).events(kind="deferred", pending_only=True)
+    rt.delivery.shutdown(1.0)  # again, as at interpreter exit: the rows it handed over are not lost
+    assert rt.delivery.stats() == s
+
+
+def test_spool_max_mb_evicts_the_oldest_and_counts_them_dropped(
+    store_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    rt = runtime(
+        None,
+        store_path,
+        write_key="k",
+        host="http://127.0.0.1:9",
+        max_queue_size=10,
+        flush_interval=60,
+        spool_max_mb=0.05,  # ~52 KB: about 40 of the 1.2 KB messages below
+    )
+    t = rt.tracker(anonymous_id="a")
+    with caplog.at_level(logging.WARNING, logger="segment_middleware"):
+        for i in range(300):
+            t.track("E", {"i": i, "pad": "x" * 1000})
+            time.sleep(0.001)
+        wait_until(lambda: rt.delivery.pending <= 10, 10, "the overflow to be written")
+    s = rt.delivery.stats()
+    assert s["dropped"] > 0 and balanced(s, pending=rt.delivery.pending)
+    rows = Store(store_path).events(kind="deferred")
+    assert len(rows) == s["deferred"]
+    assert sum(len(r.body.encode()) for r in rows) <= 0.05 * 1024 * 1024
+    kept = sorted(r.message["properties"]["i"] for r in rows)
+    assert kept == list(range(kept[0], kept[0] + len(kept))) and kept[-1] >= 250, "the oldest went"
+    logged = [r.getMessage() for r in caplog.records if "SPOOL_MAX_MB" in r.getMessage()]
+    assert logged and "dropped" in logged[0]
+    rt.delivery.shutdown(0.2)
+
+
+def test_no_write_key_overflow_goes_to_the_local_store(store_path: str) -> None:
+    rt = runtime(None, store_path, max_queue_size=5, flush_interval=60)
+    t = rt.tracker(anonymous_id="a")
+    for i in range(200):
+        t.track("E", {"i": i})
+    assert rt.delivery.flush(10)
+    s = rt.delivery.stats()
+    assert s["delivered"] == 200 and s["dropped"] == 0 and s["deferred"] == 0 and balanced(s)
+    assert sorted(r.message["properties"]["i"] for r in Store(store_path).events(kind="local")) == list(
+        range(200)
+    )
+
+
+@pytest.mark.parametrize("max_in_flight", [1, 3])
+def test_max_in_flight_posts_at_once_to_a_slow_endpoint(
+    receiver: SegmentReceiver, store_path: str, max_in_flight: int
+) -> None:
+    """Six batches to an endpoint that answers each after 1 s: one connection takes 6 s
+    or more, three take about 2 s (never less than 2: no more than three at once)."""
+    receiver.slow(1.0)
+    rt = runtime(
+        receiver, store_path, max_queue_size=60, flush_at=10, flush_interval=60, max_in_flight=max_in_flight
+    )
+    t = rt.tracker(anonymous_id="a")
+    started = time.monotonic()
+    for i in range(60):
+        t.track("E", {"i": i})
+    assert rt.delivery.flush(30)
+    took = time.monotonic() - started
+    s = rt.delivery.stats()
+    assert s["delivered"] == 60 and balanced(s)
+    if max_in_flight == 1:
+        assert took >= 5.9
+    else:
+        assert 1.9 <= took < 4.5, took
+    assert sorted(m["properties"]["i"] for m in receiver.messages) == list(range(60))
 
 
 def test_outage_spools_and_replay_sends_original_ids(receiver: SegmentReceiver, store_path: str) -> None:
@@ -198,7 +359,7 @@ def test_write_key_never_logged(
 
 
 def test_auto_replay_sends_spool_once_endpoint_recovers(receiver: SegmentReceiver, store_path: str) -> None:
-    import segment_middleware.delivery as delivery_module
+    import segment_middleware.sender as sender_module
 
     rt = runtime(receiver, store_path, max_retries=0, auto_replay=True)
     receiver.fail_with(500)
@@ -209,13 +370,13 @@ def test_auto_replay_sends_spool_once_endpoint_recovers(receiver: SegmentReceive
     spooled = Store(store_path).events(kind="spool")
     assert len(spooled) == 4 and receiver.messages == []
     receiver.healthy()
-    original = delivery_module.REPLAY_EVERY
-    delivery_module.REPLAY_EVERY = 0.0
+    original = sender_module.REPLAY_EVERY
+    sender_module.REPLAY_EVERY = 0.0
     try:
         t.track("Fresh")
         got = receiver.wait_for(5, timeout=10)
     finally:
-        delivery_module.REPLAY_EVERY = original
+        sender_module.REPLAY_EVERY = original
     assert sorted(m["messageId"] for m in got if m["event"] == "Spooled") == sorted(
         r.message_id for r in spooled
     )
@@ -231,7 +392,7 @@ def test_auto_replay_sends_spool_once_endpoint_recovers(receiver: SegmentReceive
 def test_auto_replay_sets_aside_a_rejected_row_and_sends_the_rest(
     receiver: SegmentReceiver, store_path: str
 ) -> None:
-    import segment_middleware.delivery as delivery_module
+    import segment_middleware.sender as sender_module
 
     rt = runtime(receiver, store_path, max_retries=0, auto_replay=True)
     receiver.fail_with(500)
@@ -242,13 +403,13 @@ def test_auto_replay_sets_aside_a_rejected_row_and_sends_the_rest(
     assert len(Store(store_path).events(kind="spool")) == 6 and receiver.messages == []
     receiver.healthy()
     receiver.reject_messages(lambda m: (m.get("properties") or {}).get("i") == 3)
-    original = delivery_module.REPLAY_EVERY
-    delivery_module.REPLAY_EVERY = 0.0
+    original = sender_module.REPLAY_EVERY
+    sender_module.REPLAY_EVERY = 0.0
     try:
         t.track("Fresh")
         got = receiver.wait_for(6, timeout=10)
     finally:
-        delivery_module.REPLAY_EVERY = original
+        sender_module.REPLAY_EVERY = original
     assert sorted(m["properties"]["i"] for m in got if m.get("event") == "Spooled") == [0, 1, 2, 4, 5]
     # The receiver has them before the sender marks the rows: wait for the marks.
     deadline = time.monotonic() + 10
@@ -440,3 +601,53 @@ def test_a_store_that_cannot_be_written_counts_failed_and_logs(
     wanted = "not spooled" if with_key else "could not write 2 message(s) to the local store"
     assert wanted in caplog.text and ("2 message(s)" in caplog.text)
     rt.delivery.shutdown(1)
+
+
+def test_each_sender_honours_retry_after_on_its_own_connection(
+    receiver: SegmentReceiver, store_path: str
+) -> None:
+    """Three batches in flight at once (the endpoint slow), each answered 429 with
+    Retry-After: 1; each sender waits before its retry, and every message arrives once."""
+    receiver.slow(0.5, times=3)
+    receiver.fail_with(429, times=3, retry_after=1)
+    rt = runtime(receiver, store_path, max_queue_size=60, flush_at=10, flush_interval=60, max_in_flight=3)
+    t = rt.tracker(anonymous_id="a")
+    started = time.monotonic()
+    for i in range(60):
+        t.track("E", {"i": i})
+    assert rt.delivery.flush(30)
+    s = rt.delivery.stats()
+    assert s["delivered"] == 60 and balanced(s)
+    posts = [r for r in receiver.requests if r.path == "/v1/batch"]
+    limited = [r for r in posts if r.status == 429]
+    retries = [r for r in posts if "X-Retry-Count" in r.headers]
+    assert len(limited) == 3 and len(retries) == 3 and s["retried"] == 30
+    assert all(r.received_at - started >= 1.4 for r in retries), "a retry came before its Retry-After"
+    assert sorted(m["properties"]["i"] for m in receiver.messages) == list(range(60))
+
+
+def test_deferred_rows_drain_after_an_outage_without_new_traffic(
+    receiver: SegmentReceiver, store_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The endpoint was down when the overflow was written, and no request comes after it
+    is back: the sender tries again by itself (every REPLAY_EVERY) and drains the rows."""
+    import segment_middleware.sender as sender_module
+
+    monkeypatch.setattr(sender_module, "REPLAY_EVERY", 0.3)
+    receiver.slow(0.5)  # posts wait, so the queue fills; then fail
+    receiver.fail_with(503)
+    rt = runtime(receiver, store_path, max_queue_size=20, flush_at=10, max_retries=0)
+    t = rt.tracker(anonymous_id="a")
+    for i in range(100):
+        t.track("E", {"i": i})
+        time.sleep(0.001)
+    assert rt.delivery.flush(10)
+    held = rt.delivery.stats()["deferred"]
+    assert held > 0 and rt.delivery.stats()["spooled"] > 0, "the live batches failed: the endpoint is down"
+    receiver.healthy()
+    wait_until(lambda: rt.delivery.stats()["deferred"] == 0, 15, "the deferred rows to drain by themselves")
+    s = rt.delivery.stats()
+    assert s["delivered"] == held and balanced(s)
+    assert sorted(m["properties"]["i"] for m in receiver.wait_for(held)) == sorted(
+        r.message["properties"]["i"] for r in Store(store_path).events(kind="deferred")
+    )

@@ -111,7 +111,7 @@ def gaps(requests: list[ReceivedRequest]) -> list[float]:
 
 
 def balanced(stats: dict[str, int]) -> bool:
-    settled = stats["delivered"] + stats["failed"] + stats["dropped"] + stats["spooled"] + stats["blocked"]
+    settled = sum(stats[k] for k in ("delivered", "failed", "dropped", "spooled", "blocked", "deferred"))
     return stats["queued"] == settled
 
 
@@ -158,7 +158,7 @@ def test_flush_interval_sends_without_a_flush(
 
 
 # ---------------------------------------------------------------------- bounds
-def test_max_queue_size_drops_count_and_log_once_per_burst(
+def test_max_queue_size_without_spool_drops_count_and_log_once_per_burst(
     receiver: SegmentReceiver, base: dict[str, Any], tmp_path: Path
 ) -> None:
     body = """
@@ -167,13 +167,30 @@ def test_max_queue_size_drops_count_and_log_once_per_burst(
     report()
     assert segment_middleware.flush(10)
     """
-    result = run(body, {**base, "max_queue_size": 5, "flush_interval": 60}, tmp_path)
+    result = run(body, {**base, "max_queue_size": 5, "flush_interval": 60, "spool": False}, tmp_path)
     assert result.stats["queued"] == 12 and result.stats["dropped"] == 7
     assert sorted(m["properties"]["i"] for m in receiver.messages) == [0, 1, 2, 3, 4]
-    drops = [line for line in result.log if "dropped" in line]
+    drops = [line for line in result.log if "segment: dropped" in line]
     assert 1 <= len(drops) <= 2, drops  # the first drop at once, the rest of the burst as one summary
     assert logged_total(drops, r"dropped (\d+) message") == 7
     assert all("MAX_QUEUE_SIZE" in line for line in drops)
+
+
+def test_max_queue_size_overflows_to_the_spool_and_all_arrive(
+    receiver: SegmentReceiver, base: dict[str, Any], tmp_path: Path
+) -> None:
+    body = """
+    for i in range(12):
+        t.track("Burst", {"i": i})
+    assert segment_middleware.flush(10)
+    report()
+    """
+    result = run(body, {**base, "max_queue_size": 5, "flush_interval": 60}, tmp_path)
+    assert result.stats["queued"] == 12 and result.stats["dropped"] == 0 and balanced(result.stats)
+    assert result.stats["deferred"] == 7, "what the queue could not hold went to disk"
+    got = receiver.wait_for(12, timeout=15)  # the sender drains them by itself, or at exit
+    assert sorted(m["properties"]["i"] for m in got) == list(range(12))
+    assert not [line for line in result.log if "segment: dropped" in line]
 
 
 # ---------------------------------------------------------------------- retries

@@ -8,7 +8,9 @@ never twice), and the worker exits in its bound.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -102,12 +104,11 @@ def worker_rss_kb(server: Server) -> int:
     return peak
 
 
-@pytest.mark.parametrize("row", ROWS, ids=[r.name for r in ROWS])
-def test_outage_row(
-    row: Row, receiver: SegmentReceiver, shop_db: Path, tmp_path: Path, server_box: list[Server]
-) -> None:
-    store_path = tmp_path / "spool.sqlite3"
-    env = {
+def shop_env(
+    receiver: SegmentReceiver, shop_db: Path, tmp_path: Path, store_path: Path, **overrides: str
+) -> dict[str, str]:
+    """The example shop's environment for one gunicorn worker sending to ``receiver``."""
+    return {
         "SHOP_DB": str(shop_db),
         "DJANGO_SETTINGS_MODULE": "shop.settings",
         "DJANGO_DEBUG": "0",
@@ -120,7 +121,16 @@ def test_outage_row(
         "SEGMENT_SHUTDOWN_TIMEOUT": str(SHUTDOWN_TIMEOUT),
         "SEGMENT_LOCAL_STORE": str(store_path),
         "TEST_TMP": str(tmp_path),
+        **overrides,
     }
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r.name for r in ROWS])
+def test_outage_row(
+    row: Row, receiver: SegmentReceiver, shop_db: Path, tmp_path: Path, server_box: list[Server]
+) -> None:
+    store_path = tmp_path / "spool.sqlite3"
+    env = shop_env(receiver, shop_db, tmp_path, store_path)
     # The latency baseline is a twin server (same app and settings, its own healthy
     # receiver and store) asked in alternation with the faulty one: a slow patch of the
     # machine then hits both sides of the ratio alike, which sequential phases did not.
@@ -197,4 +207,94 @@ def test_outage_row(
         f"\nROW {row.name}: sent {REQUESTS} received {len(received_fault)} spooled {len(spooled)} "
         f"dropped {row.rejected} duplicated 0 latency-ratio {ratio:.2f} peak-rss {rss} kB "
         f"exit {server.exit_seconds:.2f}s"
+    )
+
+
+def exit_stats(output: str) -> list[dict[str, int]]:
+    """The totals each process logged at exit (``segment: stats at exit (pid N): {...}``)."""
+    return [
+        json.loads(m.group(1)) for m in re.finditer(r"segment: stats at exit \(pid \d+\): (\{.*\})", output)
+    ]
+
+
+# Another writer of the store (a worker spooling, the CLI) holding its write lock for most
+# of the time: a request that waited on SQLite would wait up to HOLD seconds.
+HOLD = 0.6
+LOCKER = f"""
+import os, sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], timeout=30, isolation_level=None)
+end = time.monotonic() + 60
+while not os.path.exists(sys.argv[2]) and time.monotonic() < end:
+    conn.execute("BEGIN IMMEDIATE")
+    time.sleep({HOLD})
+    conn.execute("COMMIT")
+    time.sleep(0.05)
+"""
+
+
+def test_a_hanging_endpoint_for_longer_than_the_queue_holds(
+    receiver: SegmentReceiver, shop_db: Path, tmp_path: Path, server_box: list[Server]
+) -> None:
+    """SPEC 7 / issue 13: the endpoint accepts and never answers within TIMEOUT while far
+    more page calls are made than MAX_QUEUE_SIZE holds. Requests are not slowed, nothing is
+    dropped (the overflow waits on disk), and once the endpoint answers again the backlog
+    arrives by itself, the deferred rows oldest first. Meanwhile another process keeps the
+    store's write lock most of the time: no request waits on it."""
+    store_path = tmp_path / "spool.sqlite3"
+    env = shop_env(
+        receiver,
+        shop_db,
+        tmp_path,
+        store_path,
+        SEGMENT_FLUSH_AT="30",  # a handoff of 300: what a lock hold lets pile up
+        SEGMENT_MAX_QUEUE_SIZE="40",
+        SEGMENT_MAX_IN_FLIGHT="2",
+        SEGMENT_MAX_RETRIES="50",  # a hang is retried, not given up on, while it lasts
+    )
+    server = gunicorn("shop.wsgi:application", env, "--workers", "1", chdir=EXAMPLE)
+    server_box.append(server)
+    server.wait_ready()
+    timed_requests(server, "w", 5)
+    receiver.wait_for(5, timeout=10)
+    receiver.wait_answered()
+    healthy = timed_requests(server, "h", 100)
+    Store(str(store_path)).count()  # the file and its schema exist for the locker
+    stop = tmp_path / "stop-locking"
+    locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(store_path), str(stop)])
+    try:
+        receiver.slow(120)  # accepts, reads, never answers within TIMEOUT
+        hanging = timed_requests(server, "x", 400)  # ten times what the queue holds
+    finally:
+        stop.touch()
+        locker.wait(timeout=10)
+    ratio = statistics.median(hanging) / statistics.median(healthy)
+    worst = max(hanging)
+    receiver.healthy()
+
+    def n_of(msg: dict) -> str:
+        return parse_qs(msg["properties"].get("search", "?n=")[1:]).get("n", [""])[0]
+
+    expected = {f"x{i}" for i in range(400)}
+    deadline = time.monotonic() + 60
+    while not expected <= {n_of(m) for m in receiver.messages if m["type"] == "page"}:
+        assert time.monotonic() < deadline, "the backlog did not arrive after the endpoint answered again"
+        time.sleep(0.2)
+    code = server.stop(timeout=SHUTDOWN_TIMEOUT + 15)
+    assert code == 0
+    (stats,) = exit_stats(server.log_path.read_text(errors="replace"))
+    settled = sum(stats[k] for k in ("delivered", "failed", "dropped", "spooled", "blocked", "deferred"))
+    assert stats["dropped"] == 0 and stats["deferred"] == 0 and stats["queued"] == settled, stats
+    assert ratio < 1.5, f"requests slowed by the hang: median ratio {ratio:.2f}"
+    assert worst < HOLD - 0.25, f"worst request {worst * 1000:.0f} ms: one waited on the endpoint or disk"
+    deferred = Store(str(store_path)).events(kind="deferred")
+    assert len(deferred) >= 200, "the queue overflowed to disk"
+    assert all(row.replayed_at is not None and row.replayed_at > 0 for row in deferred), "all sent"
+    arrival = [n_of(m) for m in receiver.messages if m["type"] == "page"]
+    first_seen = list(dict.fromkeys(arrival))
+    deferred_ns = [n_of(row.message) for row in deferred]
+    order = [n for n in first_seen if n in set(deferred_ns)]
+    assert order == deferred_ns, "deferred rows are drained oldest first"
+    print(
+        f"\nHANG: 400 requests during the hang, median ratio {ratio:.2f}, worst {worst * 1000:.1f} ms, "
+        f"deferred {len(deferred)}, stats {stats}"
     )

@@ -27,7 +27,7 @@ import pytest
 import requests
 from segment.analytics import Client
 from segment.analytics.request import APIError, parse_retry_after, post
-from segment_receiver import MAX_BATCH_BYTES, ReceivedRequest, SegmentReceiver
+from segment_receiver import CHAOS_OUTCOMES, MAX_BATCH_BYTES, ReceivedRequest, SegmentReceiver
 
 KEY = "test-write-key"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -333,6 +333,73 @@ def test_faults_switch_from_another_thread_while_client_waits(receiver: SegmentR
     finally:
         timer.join(timeout=5)
     assert len(receiver.wait_for(1, timeout=1)) == 1
+
+
+def chaos_run(receiver: SegmentReceiver, n: int, stall_floor: float) -> tuple[list[int], int]:
+    """``n`` posts, each on its own connection (a reset kills it); returns the statuses seen by the
+    client (0 for a reset) and how many 200 answers took at least ``stall_floor`` seconds."""
+    statuses, slow_answers = [], 0
+    for _ in range(n):
+        start = time.monotonic()
+        try:
+            res = raw_post(receiver, {"batch": [msg()]}, headers={"Connection": "close"})
+        except requests.ConnectionError:
+            statuses.append(0)
+            continue
+        statuses.append(res.status_code)
+        if res.status_code == 429:
+            assert res.headers.get("Retry-After") == "1"
+        if res.status_code == 200 and time.monotonic() - start >= stall_floor:
+            slow_answers += 1
+    return statuses, slow_answers
+
+
+def test_chaos_mixes_faults_in_proportion_and_healthy_clears_it(receiver: SegmentReceiver) -> None:
+    n, stall = 300, 0.05
+    asked = {"reset": 0.1, "error": 0.2, "rate_limited": 0.1, "stall": 0.1}
+    receiver.chaos(**asked, retry_after=1, stall_seconds=stall, seed=7)
+    statuses, slow_answers = chaos_run(receiver, n, stall)
+    counts = receiver.chaos_counts
+
+    assert set(counts) == set(CHAOS_OUTCOMES) and sum(counts.values()) == n
+    for outcome, p in {**asked, "normal": 1 - sum(asked.values())}.items():
+        assert abs(counts[outcome] / n - p) < 0.07, (outcome, counts)
+    # What the client saw is what was counted: a stall ends in a normal (and late) answer.
+    assert statuses.count(0) == counts["reset"]
+    assert statuses.count(500) == counts["error"]
+    assert statuses.count(429) == counts["rate_limited"]
+    assert statuses.count(200) == counts["stall"] + counts["normal"]
+    assert slow_answers >= counts["stall"]
+    assert [r.status for r in receiver.requests] == statuses
+    assert len(receiver.messages) == statuses.count(200)
+
+    # The same seed and the same requests give the same outcomes.
+    with SegmentReceiver(write_key=KEY) as twin:
+        twin.chaos(**asked, retry_after=1, stall_seconds=stall, seed=7)
+        assert chaos_run(twin, n, stall)[0] == statuses
+
+    receiver.healthy()
+    after, _ = chaos_run(receiver, 20, stall)
+    assert after == [200] * 20
+    assert receiver.chaos_counts == counts  # kept for reading after the endpoint recovered
+    receiver.clear()
+    assert receiver.chaos_counts == dict.fromkeys(CHAOS_OUTCOMES, 0)
+
+
+def test_chaos_leaves_explicit_faults_first_and_checks_its_arguments(receiver: SegmentReceiver) -> None:
+    receiver.chaos(reset=0, error=1, rate_limited=0, stall=0, seed=1)
+    receiver.fail_with(503, times=1)
+
+    statuses = [raw_post(receiver, {"batch": [msg()]}).status_code for _ in range(3)]
+
+    assert statuses == [503, 500, 500]
+    assert receiver.chaos_counts == {**dict.fromkeys(CHAOS_OUTCOMES, 0), "error": 2}
+    with pytest.raises(ValueError):
+        receiver.chaos(reset=0.5, error=0.6)
+    with pytest.raises(ValueError):
+        receiver.chaos(stall=-0.1)
+    with pytest.raises(ValueError):
+        receiver.chaos(stall_seconds=-1)
 
 
 # ---------------------------------------------------------------------- waiting and bookkeeping
