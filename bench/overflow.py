@@ -256,10 +256,12 @@ def fill_until_overflowing(rt: Any, track: Track, deadline: float) -> dict[str, 
     while made < limit and time.monotonic() < deadline:
         if len(d.queue) >= q_max and d.posting >= senders:
             break
-        for _ in range(100):
+        for _ in range(20):
             track(EVENT, PROPS)
-        made += 100
-        time.sleep(0.001)  # let the senders start and take their batch
+        made += 20
+        # A busy site's pace, not a tight loop's: the writer keeps up with it while the
+        # helpers start (each once every sender has waited SLOW_POST on the endpoint).
+        time.sleep(0.001)
     for _ in range(500):
         track(EVENT, PROPS)
     made += 500

@@ -57,6 +57,7 @@ DEFER_LOG = "segment: deferred %d message(s) to %s (queue full: MAX_QUEUE_SIZE);
 # Batches still carry FLUSH_AT messages, and FLUSH_INTERVAL still bounds how long a
 # message waits.
 WAKE_BATCHES = 10
+SLOW_POST = 0.25  # seconds a post has waited on the endpoint before another sender may help
 # ``deferred`` is a gauge: this process's messages on disk, waiting for its sender.
 STAT_KEYS = ("queued", "delivered", "failed", "dropped", "spooled", "retried", "blocked", "deferred")
 
@@ -88,7 +89,6 @@ class Delivery:
         self._senders: list[Sender] = []
         self.stopping = False
         self.flushing = 0  # flush() calls waiting: send partial batches at once
-        self.posting = 0  # senders waiting on the endpoint now
         self.endpoint_down = False
         self.counts = dict.fromkeys(STAT_KEYS, 0)
         self._pending = 0
@@ -172,13 +172,15 @@ class Delivery:
             self._senders.append(sender)
 
     def more_senders(self) -> None:
-        """A backlog while every sender waits on the endpoint: one more, up to MAX_IN_FLIGHT."""
-        if len(self.queue) >= self._more_at and self.posting >= len(self._senders):
+        """A backlog while every sender has waited on the endpoint for SLOW_POST or more:
+        one more, up to MAX_IN_FLIGHT (against a fast endpoint more would only contend
+        for the GIL)."""
+        if len(self.queue) < self._more_at:
+            return
+        now = time.monotonic()
+        senders = list(self._senders)
+        if senders and all(now - (sender.post_started or now) >= SLOW_POST for sender in senders):
             self._start(primary=False)
-
-    def note_posting(self, delta: int) -> None:
-        with self._lock:
-            self.posting += delta
 
     def sender_done(self, sender: Sender) -> None:
         with self._lock:
@@ -245,6 +247,11 @@ class Delivery:
         self._fresh()
         with self._lock:
             return dict(self.counts)
+
+    @property
+    def posting(self) -> int:
+        """Senders waiting on the endpoint now."""
+        return sum(1 for sender in list(self._senders) if sender.post_started is not None)
 
     @property
     def pending(self) -> int:
@@ -366,6 +373,7 @@ class Delivery:
                 if remaining is not None and remaining <= 0:
                     return False
                 self.wake.set()
+                self.more_senders()
                 with self._idle:
                     if self._pending > 0:
                         self._idle.wait(0.05 if remaining is None else min(0.05, remaining))

@@ -70,11 +70,8 @@ class Overflow:
 
     def _run(self) -> None:
         while True:
-            if not self._wake.wait(IDLE_EXIT):
-                with self._lock:
-                    if not self.handoff:
-                        self._thread = None
-                        return
+            if not self._wake.wait(IDLE_EXIT) and self._retire():
+                return
             if len(self.handoff) < self.delivery.settings.flush_at:
                 self.delivery.abort.wait(GATHER)  # a trickle: gather it into one transaction
             self._wake.clear()
@@ -83,6 +80,19 @@ class Overflow:
                     self.write(self.take(WRITE_AT_MOST))
             except Exception:  # never let the writer die with messages in its hands
                 log.exception("segment: overflow writer error")
+
+    def _retire(self) -> bool:
+        """End this idle writer, unless a message came in meanwhile: an add() that still
+        saw this thread alive appended before the handoff is looked at here."""
+        with self._lock:
+            self._thread = None
+        if not self.handoff:
+            return True
+        with self._lock:
+            if self._thread is not None:  # add() started a successor
+                return True
+            self._thread = threading.current_thread()
+            return False
 
     def take(self, limit: int) -> list[Queued]:
         items: list[Queued] = []
@@ -101,6 +111,7 @@ class Overflow:
         d = self.delivery
         if not items:
             return
+        d.more_senders()  # the queue is full: if every sender is stuck on the endpoint, one more
         ready = d.prepare(items)
         if not ready:
             return

@@ -1,8 +1,8 @@
 """A sender thread: takes batches off its pipeline's queue and posts them on its own connection.
 
-A pipeline has one primary sender, and while every sender is waiting on a slow endpoint
-with a backlog queued, helpers up to ``MAX_IN_FLIGHT`` in all; a helper ends when the
-backlog is gone, so a healthy process runs one thread. Only the primary drains the
+A pipeline has one primary sender, and while every sender has waited on the endpoint for
+``SLOW_POST`` with a backlog queued, helpers up to ``MAX_IN_FLIGHT`` in all; a helper ends
+when the backlog is gone, so a process with a healthy endpoint runs one thread. Only the primary drains the
 deferred rows (so they go out oldest first, after the live queue), replays the spool
 (``AUTO_REPLAY``) and closes the once-per-burst log lines.
 """
@@ -61,6 +61,7 @@ class Sender:
         self.delivery = delivery
         self.primary = primary
         self.in_flight: InFlight | None = None
+        self.post_started: float | None = None  # monotonic time of the post under way
         self._poster: Any = None
         self._retries = 0
         self._last_replay = -REPLAY_EVERY
@@ -184,14 +185,13 @@ class Sender:
         if d.stopping:  # never let one request outlive SHUTDOWN_TIMEOUT
             self._poster.timeout = max(0.1, min(self._poster.timeout, s.shutdown_timeout))
         self._retries = 0
-        d.note_posting(1)
-        d.more_senders()
+        self.post_started = time.monotonic()
         try:
             self._poster.post([encoded.body for encoded in batch])
         except Interrupted:
             raise Shutdown from None
         finally:
-            d.note_posting(-1)
+            self.post_started = None
             if self._retries:
                 d.count("retried", len(batch))
 

@@ -99,6 +99,20 @@ class Store:
         self._conn, self._pid = conn, os.getpid()
         return conn
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction under this handle's lock: the connection is in autocommit
+        mode, where each statement of an ``executemany`` would be a transaction of its own."""
+        with self._lock:
+            conn = self._connect()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None and self._pid == os.getpid():
@@ -116,34 +130,25 @@ class Store:
         values = [_columns(row.message, row.body, kind, now, error, mark) for row in rows]
         if not values:
             return 0
-        with self._lock:
-            conn = self._connect()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for start, end in _chunks(len(values)):
-                    chunk = values[start:end]
-                    conn.execute(
-                        "INSERT INTO events (message_id, kind, type, event, user_id, anonymous_id, timestamp,"
-                        " stored_at, error, replayed_at, body) VALUES " + ",".join([_ROW_SLOTS] * len(chunk)),
-                        [field for row in chunk for field in row],
-                    )
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        with self._transaction() as conn:
+            for start, end in _chunks(len(values)):
+                chunk = values[start:end]
+                conn.execute(
+                    "INSERT INTO events (message_id, kind, type, event, user_id, anonymous_id, timestamp,"
+                    " stored_at, error, replayed_at, body) VALUES " + ",".join([_ROW_SLOTS] * len(chunk)),
+                    [field for row in chunk for field in row],
+                )
         return len(values)
 
     def mark_replayed(self, ids: Iterable[int]) -> None:
         now = time.time()
-        with self._lock:
-            conn = self._connect()
+        with self._transaction() as conn:
             conn.executemany("UPDATE events SET replayed_at = ? WHERE id = ?", [(now, i) for i in ids])
 
     def mark_rejected(self, ids: Iterable[int], error: str) -> None:
         """Rows the endpoint refused (400): no longer pending, the reason kept beside them."""
         now = time.time()
-        with self._lock:
-            conn = self._connect()
+        with self._transaction() as conn:
             conn.executemany(
                 "UPDATE events SET replayed_at = ?, error = ? WHERE id = ?", [(now, error, i) for i in ids]
             )
@@ -152,30 +157,20 @@ class Store:
         """Take up to ``limit`` unsent rows for this process, so that several workers (and
         the CLI) replaying at once never send the same row twice. ``release`` undoes it."""
         claim = claim_mark()
-        with self._lock:
-            conn = self._connect()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                where = "replayed_at IS NULL" + (" AND kind = ?" if kind != "all" else "")
-                args: list[Any] = [kind] if kind != "all" else []
-                if since is not None:
-                    where += " AND stored_at >= ?"
-                    args.append(since)
-                rows = conn.execute(
-                    f"SELECT * FROM events WHERE {where} ORDER BY id LIMIT {int(limit)}", args
-                ).fetchall()
-                conn.executemany(
-                    "UPDATE events SET replayed_at = ? WHERE id = ?", [(claim, r[0]) for r in rows]
-                )
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        where = "replayed_at IS NULL" + (" AND kind = ?" if kind != "all" else "")
+        args: list[Any] = [kind] if kind != "all" else []
+        if since is not None:
+            where += " AND stored_at >= ?"
+            args.append(since)
+        with self._transaction() as conn:
+            rows = conn.execute(
+                f"SELECT * FROM events WHERE {where} ORDER BY id LIMIT {int(limit)}", args
+            ).fetchall()
+            conn.executemany("UPDATE events SET replayed_at = ? WHERE id = ?", [(claim, r[0]) for r in rows])
         return [StoredEvent(*row) for row in rows]
 
     def release(self, ids: Iterable[int]) -> None:
-        with self._lock:
-            conn = self._connect()
+        with self._transaction() as conn:
             conn.executemany("UPDATE events SET replayed_at = NULL WHERE id = ?", [(i,) for i in ids])
 
     def release_stale_claims(self) -> None:
@@ -223,8 +218,7 @@ class Store:
         oldest until under it. Returns (rows evicted, of which this process's own), or None
         when the file's used pages, which bound the waiting bytes from above, are under it
         (then the exact sum, which reads every waiting row, is not taken)."""
-        with self._lock:
-            conn = self._connect()
+        with self._transaction() as conn:  # what is summed is what is deleted
             page_size, pages, free = (
                 conn.execute(f"PRAGMA {pragma}").fetchone()[0]
                 for pragma in ("page_size", "page_count", "freelist_count")
@@ -237,8 +231,6 @@ class Store:
                 WAITING,
             ).fetchall()
             excess = sum(size for _, size, _ in rows) - max_bytes
-            if excess <= 0:
-                return 0, 0
             mine = claim_mark()
             doomed: list[int] = []
             own = 0
@@ -248,19 +240,13 @@ class Store:
                 doomed.append(row_id)
                 own += claim == mine
                 excess -= size
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany("DELETE FROM events WHERE id = ?", [(i,) for i in doomed])
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+            conn.executemany("DELETE FROM events WHERE id = ?", [(i,) for i in doomed])
         return len(doomed), own
 
     def to_spool(self, ids: Iterable[int], error: str) -> None:
         """Deferred rows whose delivery failed after all retries: spooled, for `replay`."""
-        with self._lock:
-            self._connect().executemany(
+        with self._transaction() as conn:
+            conn.executemany(
                 "UPDATE events SET kind = ?, replayed_at = NULL, error = ? WHERE id = ?",
                 [(SPOOL, error, i) for i in ids],
             )
