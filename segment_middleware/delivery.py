@@ -37,9 +37,8 @@ from .lifecycle import install_process_exit, track_forks
 from .logs import Burst, sdk_log_filter
 from .messages import Blocked, Encoded, Queued, encode, finish
 from .overflow import Overflow
-from .replay import ReplayResult
 from .sender import Sender
-from .store import DEFERRED, LOCAL, SPOOL, Store
+from .store import LOCAL, SPOOL, Store
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -50,7 +49,6 @@ log = logging.getLogger("segment_middleware")
 
 MAX_MESSAGE_BYTES = 32 * 1024
 SPOOL_LOG = "segment: %d message(s) not delivered (%s); kept in %s for `segment-middleware replay`"
-DEFER_LOG = "segment: deferred %d message(s) to %s (queue full: MAX_QUEUE_SIZE); the sender sends them"
 # The sender is woken when this many full batches are queued (or FLUSH_INTERVAL passes,
 # or someone flushes), not at every full batch: each wake-up of a thread that must take
 # the GIL from busy request threads costs hand-offs on both sides (bench/README.md).
@@ -79,11 +77,9 @@ class Delivery:
         """Fresh state: at construction and in a forked child (whose inherited queue the
         parent is already sending; see :meth:`_fresh`)."""
         self.queue: collections.deque[Queued] = collections.deque()
-        self.overflow = Overflow(self)
         # Re-entrant: an exit-signal handler may flush on a thread that was interrupted inside put().
         self._lock = threading.RLock()
         self._idle = threading.Condition(threading.Lock())
-        self.disk_lock = threading.Lock()  # deferred rows written and counted as one step
         self.wake = threading.Event()
         self.abort = threading.Event()
         self._senders: list[Sender] = []
@@ -92,11 +88,9 @@ class Delivery:
         self.endpoint_down = False
         self.counts = dict.fromkeys(STAT_KEYS, 0)
         self._pending = 0
-        self.held = 0  # deferred rows this process holds (claimed) on disk: its sender's to drain
-        self._unchecked = 0  # bytes this process wrote to the spool since it last measured it
         self.drop_log = Burst(logging.WARNING, "segment: dropped %d message(s): %s")
         self.spool_log = Burst(logging.WARNING, SPOOL_LOG)
-        self.defer_log = Burst(logging.WARNING, DEFER_LOG)
+        self.overflow = Overflow(self)
         self._generation = lifecycle.generation
         s = self.settings
         self._wake_at = max(1, min(s.flush_at * WAKE_BATCHES, s.max_queue_size // 2))
@@ -203,45 +197,12 @@ class Delivery:
         self.drop_log.note(n, reason)  # first: flush() returning means the line is out
         self.count("dropped", n)
 
-    def deferred_written(self, n: int) -> None:
-        """``n`` messages left memory for deferred rows that this process holds."""
-        with self._lock:
-            self.held += n
-        self.defer_log.note(n, self.settings.local_store)
-        self.count("deferred", n)
-
-    def _moved(self, n: int, key: str) -> None:
-        """``n`` of this process's deferred rows left the disk as ``key``."""
+    def moved(self, n: int, key: str) -> None:
+        """``n`` of this process's deferred messages left the disk as ``key``."""
         if n:
             with self._lock:
-                self.held -= n
                 self.counts["deferred"] -= n
                 self.counts[key] += n
-
-    def deferred_sent(self, result: ReplayResult) -> None:
-        """Account for a drain of this process's deferred rows. None left although some
-        are counted: another process evicted them past SPOOL_MAX_MB."""
-        self._moved(result.sent, "delivered")
-        self._moved(result.rejected, "failed")
-        if not (result.sent or result.rejected or result.error):
-            self._reconcile()
-
-    def deferred_spooled(self, ids: list[int], why: str) -> None:
-        """Deferred rows that failed after all retries join the spool (for `replay`)."""
-        try:
-            self.store.to_spool(ids, why)
-        except Exception as exc:
-            log.warning("segment: could not move %d deferred message(s) to the spool: %s", len(ids), exc)
-            return
-        self.spool_log.note(len(ids), why, self.settings.local_store)
-        self._moved(len(ids), "spooled")
-
-    def _reconcile(self) -> None:
-        with self.disk_lock:
-            lost = self.held - self.store.count_mine(DEFERRED)
-            if lost > 0:
-                self.drop_log.note(lost, "deferred rows evicted past SPOOL_MAX_MB by another process")
-                self._moved(lost, "dropped")
 
     def stats(self) -> dict[str, int]:
         self._fresh()
@@ -328,28 +289,7 @@ class Delivery:
             return
         self.spool_log.note(len(batch), why, self.settings.local_store)
         self.count("spooled", len(batch))
-        self.bound_disk(batch)
-
-    def bound_disk(self, batch: list[Encoded]) -> None:
-        """SPOOL_MAX_MB, after this process wrote ``batch`` to disk: past it the oldest
-        waiting rows go, counted as dropped (here for this process's own deferred rows; their
-        owners count the others'). Only writes take the spool past the bound, so each
-        process looks once per twentieth of it that it wrote."""
-        limit = int(self.settings.spool_max_mb * 1024 * 1024)
-        with self.disk_lock:
-            self._unchecked += sum([len(encoded.body) for encoded in batch])
-            if self._unchecked < limit // 20:
-                return
-            self._unchecked = 0
-            try:
-                result = self.store.evict(limit)
-            except Exception as exc:
-                log.warning("segment: could not check the spool's size: %s", exc)
-                return
-            if result is not None and result[0]:
-                evicted, own = result
-                self.drop_log.note(evicted, "the spool is over SPOOL_MAX_MB; its oldest rows were evicted")
-                self._moved(own, "dropped")
+        self.overflow.bound_disk(batch)
 
     # ------------------------------------------------------------------ flush / shutdown
     def flush(self, timeout: float | None = None) -> bool:
@@ -393,7 +333,7 @@ class Delivery:
         try:
             self._shutdown(self.settings.shutdown_timeout if timeout is None else timeout)
         finally:  # the last word on an outage: how many were dropped or spooled, and the totals
-            for burst in (self.drop_log, self.spool_log, self.defer_log):
+            for burst in (self.drop_log, self.spool_log, self.overflow.burst):
                 burst.tick(force=True)
             if self.counts["queued"]:
                 totals = orjson.dumps(self.stats()).decode()
@@ -410,8 +350,7 @@ class Delivery:
             for sender in list(self._senders):
                 sender.thread.join(max(0.0, deadline - reserve - time.monotonic()))
             if not any(sender.thread.is_alive() for sender in self._senders):
-                if self.held > 0:
-                    self._hand_over_deferred()
+                self.overflow.hand_over()
                 return
         # Out of time: stop retrying, and keep what is still queued for `replay`.
         self.abort.set()
@@ -429,28 +368,7 @@ class Delivery:
                 # Still waiting on the endpoint: keep a copy. If that request does land, replay
                 # resends the same messageIds, which Segment de-duplicates.
                 self.spool(flight.batch, "still in flight at SHUTDOWN_TIMEOUT")
-        if self.held > 0:
-            self._hand_over_deferred()
-
-    def _hand_over_deferred(self) -> None:
-        """This process's deferred rows still on disk go to whichever process drains next
-        (any worker of the app does, by itself), or to `segment-middleware replay`. They stay
-        in this process's ``deferred`` count: on disk, waiting."""
-        try:
-            self._reconcile()
-            released = self.store.release_mine()
-        except Exception as exc:
-            log.warning("segment: could not hand over the deferred rows: %s", exc)
-            return
-        with self._lock:
-            self.held = 0
-        if released:
-            log.warning(
-                "segment: %d deferred message(s) left in %s; the app's next process sends them"
-                " (or `segment-middleware replay`)",
-                released,
-                self.settings.local_store,
-            )
+        self.overflow.hand_over()
 
     def take_all(self) -> list[Queued]:
         items: list[Queued] = []

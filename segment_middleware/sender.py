@@ -106,7 +106,7 @@ class Sender:
 
     def _housekeeping(self) -> None:
         d = self.delivery
-        for burst in (d.drop_log, d.spool_log, d.defer_log):
+        for burst in (d.drop_log, d.spool_log, d.overflow.burst):
             burst.tick()
         if d.settings.uses_store or len(d.queue) >= d.settings.flush_at:
             return  # the live queue first
@@ -124,7 +124,7 @@ class Sender:
 
     def _drains(self) -> bool:
         """This process holds deferred rows, and is not being cut short."""
-        return self.delivery.held > 0 and not self.delivery.abort.is_set()
+        return self.delivery.overflow.held > 0 and not self.delivery.abort.is_set()
 
     # ------------------------------------------------------------------ batches
     def send_batch(self, items: list[Queued]) -> None:
@@ -232,7 +232,7 @@ class Sender:
         d = self.delivery
         size = d.settings.flush_at
         result = replay(d.store, self.post, kind=DEFERRED, batch_size=size, max_batches=1, mine=True)
-        d.deferred_sent(result)
+        d.overflow.drained(result)
         if result.error is None:
             if result.sent:
                 d.endpoint_down = False
@@ -242,7 +242,7 @@ class Sender:
         d.endpoint_down = True
         status = getattr(result.error, "status", None)
         if isinstance(status, int) and not retryable(status):
-            d.deferred_spooled(result.unsent, _reason(result.error))
+            d.overflow.spooled(result.unsent, _reason(result.error))
 
     def _replay_others(self) -> None:
         """Rows on disk that are not this process's: deferred rows a stopped process left

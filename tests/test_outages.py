@@ -217,9 +217,10 @@ def exit_stats(output: str) -> list[dict[str, int]]:
     ]
 
 
-# Another writer of the store (a worker spooling, the CLI) holding its write lock for most
-# of the time: a request that waited on SQLite would wait up to HOLD seconds.
-HOLD = 0.6
+# Another writer of the store (a worker spooling, the CLI) holding its write lock two thirds
+# of the time: a request that waited on SQLite would wait up to HOLD seconds. (The gaps are
+# long enough for SQLite's busy handler, which polls every 100 ms, to find them.)
+HOLD = 0.5
 LOCKER = f"""
 import os, sqlite3, sys, time
 conn = sqlite3.connect(sys.argv[1], timeout=30, isolation_level=None)
@@ -228,7 +229,7 @@ while not os.path.exists(sys.argv[2]) and time.monotonic() < end:
     conn.execute("BEGIN IMMEDIATE")
     time.sleep({HOLD})
     conn.execute("COMMIT")
-    time.sleep(0.05)
+    time.sleep({HOLD / 2})
 """
 
 
@@ -246,7 +247,7 @@ def test_a_hanging_endpoint_for_longer_than_the_queue_holds(
         shop_db,
         tmp_path,
         store_path,
-        SEGMENT_FLUSH_AT="30",  # a handoff of 300: what a lock hold lets pile up
+        SEGMENT_FLUSH_AT="30",  # a handoff of 300: twice what a lock hold lets pile up
         SEGMENT_MAX_QUEUE_SIZE="40",
         SEGMENT_MAX_IN_FLIGHT="2",
         SEGMENT_MAX_RETRIES="50",  # a hang is retried, not given up on, while it lasts
