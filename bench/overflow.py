@@ -60,7 +60,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from memory import CountingHandler  # noqa: E402
-from overhead import WRITE_KEY, Receiver  # noqa: E402
+from overhead import WRITE_KEY, Receiver, log  # noqa: E402
 
 EVENT = "Product Viewed"
 PROPS = {"product_id": "p-123", "sku": "SKU-9", "price": 24.5, "currency": "USD", "category": "coffee"}
@@ -132,10 +132,6 @@ def sizes(quick: bool) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- small helpers
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 def package_fingerprint() -> str:
     """A hash of the package's source as measured (as in ``tail.py``): uncommitted work
     changes it, and figures are only comparable for the same code."""

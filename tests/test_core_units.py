@@ -129,6 +129,8 @@ def test_precedence_explicit_over_framework_over_environment() -> None:
         ("cookie_domain", "", None),
         ("max_retries", 0, 0),
         ("shutdown_timeout", 0, 0.0),
+        ("max_in_flight", "4", 4),
+        ("spool_max_mb", "0.5", 0.5),
     ],
 )
 def test_values_are_coerced(key: str, value: Any, expected: Any) -> None:
@@ -148,6 +150,9 @@ def test_values_are_coerced(key: str, value: Any, expected: Any) -> None:
         ("timeout", float("nan"), "must be a number > 0"),
         ("max_queue_size", [10], "must be a number"),
         ("max_retries", -1, "must be >= 0"),
+        ("max_in_flight", 0, "must be >= 1 and <= 16"),
+        ("max_in_flight", 17, "must be >= 1 and <= 16"),
+        ("spool_max_mb", 0, "must be > 0"),
         ("host", "api.segment.io", "must be an http(s) URL"),
         ("host", "https://a b.example", "must be an http(s) URL"),
         ("host", 443, "must be an http(s) URL"),
