@@ -35,7 +35,7 @@ import orjson
 from . import lifecycle
 from .lifecycle import install_process_exit, track_forks
 from .logs import Burst, sdk_log_filter
-from .messages import Blocked, Encoded, Queued, encode, finish
+from .messages import Blocked, Encoded, Queued, encode, finish, take
 from .overflow import Overflow
 from .sender import Sender
 from .store import LOCAL, SPOOL, Store
@@ -221,16 +221,9 @@ class Delivery:
         return self._pending
 
     # ------------------------------------------------------------------ building, storing
-    def take(self) -> list[Queued]:
-        items: list[Queued] = []
-        q = self.queue
-        limit = self.settings.flush_at
-        while q and len(items) < limit:
-            try:
-                items.append(q.popleft())
-            except IndexError:
-                break
-        return items
+    def take_batch(self) -> list[Queued]:
+        """A batch's worth off the queue."""
+        return take(self.queue, self.settings.flush_at)
 
     def prepare(self, items: list[Queued]) -> list[Encoded]:
         """Finish and encode each message once; account for the ones that cannot go."""
@@ -323,9 +316,9 @@ class Delivery:
 
     def _drain_here(self, deadline: float | None) -> None:
         sender = Sender(self, primary=True)
-        self.overflow.write(self.overflow.take_all())
+        self.overflow.write(take(self.overflow.handoff))
         while self.queue and (deadline is None or time.monotonic() < deadline):
-            sender.send_batch(self.take())
+            sender.send_batch(self.take_batch())
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Flush within ``timeout`` (default SHUTDOWN_TIMEOUT); spool whatever is left."""
@@ -354,7 +347,7 @@ class Delivery:
                 return
         # Out of time: stop retrying, and keep what is still queued for `replay`.
         self.abort.set()
-        left = self.overflow.take_all() + self.take_all()
+        left = take(self.overflow.handoff) + take(self.queue)
         if left:
             ready = self.prepare(left)
             if self.settings.uses_store:
@@ -369,14 +362,6 @@ class Delivery:
                 # resends the same messageIds, which Segment de-duplicates.
                 self.spool(flight.batch, "still in flight at SHUTDOWN_TIMEOUT")
         self.overflow.hand_over()
-
-    def take_all(self) -> list[Queued]:
-        items: list[Queued] = []
-        while True:
-            try:
-                items.append(self.queue.popleft())
-            except IndexError:
-                return items
 
 
 # ---------------------------------------------------------------------- process-wide

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -26,7 +27,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("segment_middleware")
 
-__all__ = ["Blocked", "Encoded", "Queued", "encode", "finish", "iso_timestamp", "message_id", "page_message"]
+__all__ = [
+    "Blocked",
+    "Encoded",
+    "Queued",
+    "encode",
+    "finish",
+    "iso_timestamp",
+    "message_id",
+    "page_message",
+    "take",
+]
 
 
 @dataclasses.dataclass(slots=True)
@@ -45,6 +56,18 @@ class Queued:
     user_id: str | None = None
     status: int | None = None  # the response status
     title: str | None = None  # the title a view set
+
+
+def take(queue: deque[Queued], limit: int | None = None) -> list[Queued]:
+    """Up to ``limit`` (None: all) items from the left of a deque that request threads
+    append to. Each pop is tried, not counted first: another taker may empty it between."""
+    items: list[Queued] = []
+    while limit is None or len(items) < limit:
+        try:
+            items.append(queue.popleft())
+        except IndexError:
+            break
+    return items
 
 
 @dataclasses.dataclass(slots=True)

@@ -20,7 +20,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from .logs import Burst
-from .messages import Encoded, Queued
+from .messages import Encoded, Queued, take
 from .replay import ReplayResult
 from .store import DEFERRED
 
@@ -89,7 +89,7 @@ class Overflow:
             self._wake.clear()
             try:
                 while self.handoff:
-                    self.write(self.take(WRITE_AT_MOST))
+                    self.write(take(self.handoff, WRITE_AT_MOST))
             except Exception:  # never let the writer die with messages in its hands
                 log.exception("segment: overflow writer error")
 
@@ -105,18 +105,6 @@ class Overflow:
                 return True
             self._thread = threading.current_thread()
             return False
-
-    def take(self, limit: int) -> list[Queued]:
-        items: list[Queued] = []
-        while len(items) < limit:
-            try:
-                items.append(self.handoff.popleft())
-            except IndexError:
-                break
-        return items
-
-    def take_all(self) -> list[Queued]:
-        return self.take(len(self.handoff) + 1)
 
     def write(self, items: list[Queued]) -> None:
         """Store a burst: deferred rows with a write key, the local store without one."""

@@ -85,7 +85,7 @@ class Sender:
                     while d.queue and not d.abort.is_set():
                         if not due and len(d.queue) < flush_at:
                             break
-                        self.send_batch(d.take())
+                        self.send_batch(d.take_batch())
                         last = time.monotonic()
                     if due:
                         last = time.monotonic()
