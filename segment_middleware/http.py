@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import base64
 import gzip as _gzip
-import http.client
 import os
 import random
+import socket
 import ssl
 import threading
 import time
@@ -33,6 +33,7 @@ from segment.analytics.request import APIError, parse_retry_after
 from segment.analytics.version import VERSION as SDK_VERSION
 from urllib3.util.wait import wait_for_read
 
+from .http1 import Answer, read_answer, request_head
 from .messages import iso_timestamp
 from .version import __version__
 
@@ -103,13 +104,14 @@ class BatchPoster:
         self._template: _Template | None = None
 
     def _send(self, body: bytes, retry: int) -> Any:
-        """One POST with the SDK session's settings; returns a ``requests.Response``.
+        """One POST with the SDK session's settings: None when the endpoint accepted the
+        batch (2xx), else its answer as a ``requests.Response``.
 
         ``Session.post`` re-reads the environment (proxies, CA bundle, netrc) and re-merges
         headers on every call, holding the GIL that the app's requests need. So the
         session's effective settings are worked out once per session (the same
         ``prepare_request`` / ``merge_environment_settings`` calls ``post`` makes) and, in the
-        common case, the batch goes over one kept-alive ``http.client`` connection.
+        common case, the batch goes over one kept-alive connection (``_Direct``).
         The session is used as before whenever anything would make the two differ: a proxy
         for the endpoint, a custom adapter or hooks, cookies set by the endpoint, a redirect.
         """
@@ -119,19 +121,23 @@ class BatchPoster:
             template = self._template = self._prepare_template(session)
         direct = template.direct
         if direct is not None and not session.cookies:
-            status, reason, res_headers, data = direct.post(body, retry, self.timeout)
-            if not 300 <= status < 400:
-                return _response(self.url, status, reason, res_headers, data)
+            answer = direct.post(body, retry, self.timeout)
+            if 200 <= answer.status < 300:
+                return None
+            if not 300 <= answer.status < 400:
+                return _response(self.url, answer)
             # A redirect: let requests follow it, as it always did.
         if session.cookies:
             headers = self.headers if not retry else {**self.headers, "X-Retry-Count": str(retry)}
-            return session.post(self.url, data=body, headers=headers, timeout=self.timeout)
-        post = template.prepared.copy()
-        post.body = body
-        post.headers["Content-Length"] = str(len(body))
-        if retry:
-            post.headers["X-Retry-Count"] = str(retry)
-        return session.send(post, timeout=self.timeout, allow_redirects=True, **template.settings)
+            res = session.post(self.url, data=body, headers=headers, timeout=self.timeout)
+        else:
+            post = template.prepared.copy()
+            post.body = body
+            post.headers["Content-Length"] = str(len(body))
+            if retry:
+                post.headers["X-Retry-Count"] = str(retry)
+            res = session.send(post, timeout=self.timeout, allow_redirects=True, **template.settings)
+        return None if 200 <= res.status_code < 300 else res
 
     def _prepare_template(self, session: Any) -> _Template:
         if self._template is not None and self._template.direct is not None:
@@ -180,9 +186,9 @@ class BatchPoster:
             try:
                 res = self._send(body, attempts - 1)
             except Exception as exc:  # refused, reset, timed out: a counted retry
-                error, res = exc, None
-            if res is not None:
-                if 200 <= res.status_code < 300:
+                error = exc
+            else:
+                if res is None:  # accepted
                     return
                 error = _api_error(res)
                 if not retryable(res.status_code):
@@ -227,59 +233,67 @@ def _config(session: Any) -> tuple[Any, ...]:
     )
 
 
-# Headers http.client sets itself, or that would make the endpoint answer in a form we would
-# have to decode (requests advertises gzip and decodes; the answer is a few bytes anyway).
+# Headers http1.request_head writes itself, or that would make the endpoint answer in a form
+# we would have to decode (requests advertises gzip and decodes; the answer is a few bytes).
 _HOP_HEADERS = frozenset(("content-length", "accept-encoding", "connection", "host", "transfer-encoding"))
 
 
 class _Direct:
-    """One kept-alive ``http.client`` connection to the endpoint (no proxy), TLS verified
-    with the session's effective ``verify``/``cert`` (by default requests' CA bundle)."""
+    """One kept-alive connection to the endpoint (no proxy), TLS verified with the
+    session's effective ``verify``/``cert`` (by default requests' CA bundle). The exchange
+    itself is http1.py's."""
 
     def __init__(self, url: str, headers: dict[str, str], verify: Any, cert: Any) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"unsupported URL for a direct connection: {parts.scheme}")
         self.https = parts.scheme == "https"
-        self.netloc = parts.netloc.rpartition("@")[2]
+        self.hostname = parts.hostname
+        self.port = parts.port or (443 if self.https else 80)
+        host = f"[{self.hostname}]" if ":" in self.hostname else self.hostname
+        # The Host header as http.client writes it: the port only when it is not the default.
+        self.host = host if self.port == (443 if self.https else 80) else f"{host}:{self.port}"
         self.target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
         self.headers = headers
         self.context: ssl.SSLContext | None = _ssl_context(verify, cert) if self.https else None
-        self.conn: http.client.HTTPConnection | None = None
+        self.sock: socket.socket | None = None
 
-    def _connect(self, timeout: float) -> http.client.HTTPConnection:
-        if self.https:
-            return http.client.HTTPSConnection(self.netloc, timeout=timeout, context=self.context)
-        return http.client.HTTPConnection(self.netloc, timeout=timeout)
+    def _connect(self, timeout: float) -> socket.socket:
+        sock = socket.create_connection((self.hostname, self.port), timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as urllib3 does
+            if self.context is not None:
+                sock = self.context.wrap_socket(sock, server_hostname=self.hostname)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def close(self) -> None:
-        conn, self.conn = self.conn, None
-        if conn is not None:
-            conn.close()
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            sock.close()
 
-    def post(self, body: bytes, retry: int, timeout: float) -> tuple[int, str, list[tuple[str, str]], bytes]:
-        conn = self.conn
-        if conn is not None and (conn.sock is None or wait_for_read(conn.sock, timeout=0.0)):
+    def post(self, body: bytes, retry: int, timeout: float) -> Answer:
+        sock = self.sock
+        if sock is not None and wait_for_read(sock, timeout=0.0):
             # Closed by the server while idle (what urllib3's pool checks before reuse).
             self.close()
-            conn = None
-        if conn is None:
-            conn = self.conn = self._connect(timeout)
+            sock = None
+        if sock is None:
+            sock = self.sock = self._connect(timeout)
         else:
-            conn.timeout = timeout
-            if conn.sock is not None:
-                conn.sock.settimeout(timeout)
+            sock.settimeout(timeout)
         headers = self.headers if not retry else {**self.headers, "X-Retry-Count": str(retry)}
         try:
-            conn.request("POST", self.target, body=body, headers=headers)
-            res = conn.getresponse()
-            data = res.read()
+            sock.sendall(request_head(self.target, self.host, headers, len(body)) + body)
+            answer = read_answer(sock)
         except BaseException:
             self.close()
             raise
-        if res.will_close:
+        if not answer.keep_alive:
             self.close()
-        return res.status, res.reason, res.getheaders(), data
+        return answer
 
 
 def _ssl_context(verify: Any, cert: Any) -> ssl.SSLContext:
@@ -302,13 +316,13 @@ def _ssl_context(verify: Any, cert: Any) -> ssl.SSLContext:
     return context
 
 
-def _response(url: str, status: int, reason: str, headers: list[tuple[str, str]], data: bytes) -> Any:
+def _response(url: str, answer: Answer) -> Any:
     """A ``requests.Response`` for what the direct connection got (APIError carries it)."""
     res = requests.Response()
-    res.status_code = status
-    res.reason = reason
-    res.headers = CaseInsensitiveDict(headers)
-    res._content = data
+    res.status_code = answer.status
+    res.reason = answer.reason
+    res.headers = CaseInsensitiveDict(answer.headers)
+    res._content = answer.body
     res.encoding = get_encoding_from_headers(res.headers)
     res.url = url
     return res
