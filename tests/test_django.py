@@ -129,6 +129,58 @@ def test_authenticated_user_and_login_identify(segment: SegmentReceiver) -> None
     assert page["userId"] == str(bob.pk)
 
 
+def test_a_visitor_without_a_session_costs_no_user_load(segment: SegmentReceiver) -> None:
+    """Django's lazy user is left unloaded when the request has no session key (it could
+    only be AnonymousUser), and loaded as before once there is a session."""
+    from django.utils.functional import empty
+
+    client = Client()
+    response = client.get("/")  # the view never reads request.user
+    assert response.wsgi_request.user._wrapped is empty
+    client.get("/signin/?u=dora")
+    response = client.get("/")  # a session cookie now: the user is loaded for the userId
+    assert response.wsgi_request.user._wrapped is not empty
+    from django.contrib.auth.models import User
+
+    dora = User.objects.get(username="dora")
+    by_path = {m["properties"]["path"]: m.get("userId") for m in flushed(segment, 4) if m["type"] == "page"}
+    assert by_path["/signin/"] == str(dora.pk)
+    page_user_ids = [m.get("userId") for m in segment.messages if m["type"] == "page" and m["name"] == "home"]
+    assert page_user_ids == [None, str(dora.pk)]
+
+
+class TokenUserMiddleware:
+    """An app's own lazy user (a token scheme), set after AuthenticationMiddleware."""
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: Any) -> Any:
+        from django.contrib.auth.models import User
+        from django.utils.functional import SimpleLazyObject
+
+        def by_token() -> Any:
+            return User.objects.get_or_create(username=request.headers["X-Token"])[0]
+
+        if "X-Token" in request.headers:
+            request.user = SimpleLazyObject(by_token)
+        return self.get_response(request)
+
+
+def test_an_apps_own_lazy_user_is_still_loaded(segment: SegmentReceiver) -> None:
+    from django.conf import settings as django_settings
+
+    chain = list(django_settings.MIDDLEWARE)
+    ours = chain.index("segment_middleware.django.SegmentMiddleware")
+    chain.insert(ours, f"{__name__}.TokenUserMiddleware")
+    with override_settings(MIDDLEWARE=chain):
+        Client().get("/", HTTP_X_TOKEN="erin")
+    from django.contrib.auth.models import User
+
+    (page,) = flushed(segment, 1)
+    assert page["userId"] == str(User.objects.get(username="erin").pk)
+
+
 def test_identify_switches_user_id_for_the_rest_of_the_request(segment: SegmentReceiver) -> None:
     Client().get("/identify/")
     msgs = flushed(segment, 3)

@@ -28,18 +28,38 @@ def _user_pk(user: Any) -> Any:
 
 def default_user_id(request: Any) -> Any:
     """``request.user.pk`` when authenticated (sync requests)."""
+    user = request.__dict__.get("user")
+    if user is not None and _anonymous_unloaded(user, request):
+        return None
     return _user_pk(getattr(request, "user", None))
 
 
+def _anonymous_unloaded(user: Any, request: Any) -> bool:
+    """Is ``user`` AuthenticationMiddleware's lazy user, not loaded yet, on a request whose
+    session has no key? Loading it could then only give AnonymousUser (no session key, no
+    user), so it is not loaded: a visitor without a session costs no auth lookup. Any other
+    lazy user (an app's own token middleware, say) is loaded as before."""
+    if not isinstance(user, SimpleLazyObject) or user._wrapped is not empty:
+        return False
+    setup = user.__dict__.get("_setupfunc")
+    if getattr(setup, "__module__", None) != "django.contrib.auth.middleware":
+        return False
+    session = request.__dict__.get("session")
+    return session is not None and getattr(session, "session_key", "") is None
+
+
 def _evaluated_user(request: Any) -> tuple[bool, Any]:
-    """The user if it is known without a query: set by a view (login/logout) or already
-    loaded. Async views must not trigger the lazy sync lookup."""
+    """The user if it is known without a query: set by a view (login/logout), already
+    loaded, or anonymous for want of a session key. Async views must not trigger the lazy
+    sync lookup."""
     user = request.__dict__.get("user")
     if user is None:
         return ("auser" not in request.__dict__), None
     if isinstance(user, SimpleLazyObject):
         wrapped = user._wrapped
         if wrapped is empty:
+            if _anonymous_unloaded(user, request):
+                return True, None
             cached = request.__dict__.get("_acached_user")
             return (cached is not None), cached
         return True, wrapped
