@@ -250,8 +250,8 @@ class _Direct:
         self.https = parts.scheme == "https"
         self.hostname = parts.hostname
         self.port = parts.port or (443 if self.https else 80)
-        host = f"[{self.hostname}]" if ":" in self.hostname else self.hostname
-        # The Host header as http.client writes it: the port only when it is not the default.
+        # The Host header as http.client writes it: IDNA, the port only when not the default.
+        host = f"[{self.hostname}]" if ":" in self.hostname else self.hostname.encode("idna").decode("ascii")
         self.host = host if self.port == (443 if self.https else 80) else f"{host}:{self.port}"
         self.target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
         self.headers = headers

@@ -182,3 +182,19 @@ def test_any_answer_reads_as_http_client_reads_it(
         assert ours(data, splits)[:4] == expected[:4]
     else:
         assert ours(data, splits) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("http://127.0.0.1:8080/v1/batch", "127.0.0.1:8080"),
+        ("https://api.segment.io", "api.segment.io"),
+        ("https://api.segment.io:443", "api.segment.io"),
+        ("http://[::1]:9000", "[::1]:9000"),
+        ("https://user:pw@bücher.example:8443", "xn--bcher-kva.example:8443"),
+    ],
+)
+def test_the_host_header_is_what_http_client_writes(url: str, host: str) -> None:
+    from segment_middleware.http import _Direct
+
+    assert _Direct(url, {}, True, None).host == host
