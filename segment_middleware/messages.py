@@ -180,22 +180,32 @@ def iso_timestamp(ts: float) -> str:
     return cached[1] + _MILLIS[int((ts - whole) * 1000)]
 
 
-_ID_BLOCK = 64  # ids made from one os.urandom() call
-_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}  # RFC 4122 variant nibble
+_ID_BLOCK = 256  # ids made from one os.urandom() call
+_SET_VERSION = bytes((b & 0x0F) | 0x40 for b in range(256))  # byte 6: version 4
+_SET_VARIANT = bytes((b & 0x3F) | 0x80 for b in range(256))  # byte 8: RFC 4122 variant
+_LAYOUT = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx,"  # one id and a separator; x: a hex digit
+_DIGIT_AT = [i for i, c in enumerate(_LAYOUT) if c == "x"]  # the 32 digits' places
+_TEMPLATE = _LAYOUT.replace("x", "0").encode("ascii") * _ID_BLOCK
 _random_hex: list[str] = []
 _pool_generation = lifecycle.generation
 
 
 def _id_block() -> list[str]:
-    """``_ID_BLOCK`` random (version 4) UUID strings from one system call, without
-    ``uuid.UUID`` objects (a test holds them to uuid4's format)."""
-    h = os.urandom(16 * _ID_BLOCK).hex()
-    v = _VARIANT
-    return [
-        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-4{h[i + 13 : i + 16]}"
-        f"-{v[h[i + 16]]}{h[i + 17 : i + 20]}-{h[i + 20 : i + 32]}"
-        for i in range(0, 32 * _ID_BLOCK, 32)
-    ]
+    """``_ID_BLOCK`` random (version 4) UUID strings from one system call, without a
+    Python operation per id: the k-th hex digit of every id is copied into its place in
+    one strided slice assignment, and the ids come out of one ``split``. A test holds
+    them to uuid4's format."""
+    raw = bytearray(os.urandom(16 * _ID_BLOCK))
+    raw[6::16] = raw[6::16].translate(_SET_VERSION)
+    raw[8::16] = raw[8::16].translate(_SET_VARIANT)
+    digits = raw.hex().encode("ascii")
+    text = bytearray(_TEMPLATE)
+    step = len(_LAYOUT)
+    for k, place in enumerate(_DIGIT_AT):
+        text[place::step] = digits[k::32]
+    ids = text.decode("ascii").split(",")
+    ids.pop()  # after the last separator
+    return ids
 
 
 def message_id() -> str:

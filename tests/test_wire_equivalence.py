@@ -14,6 +14,7 @@ import copy
 import datetime as dt
 import json
 import re
+import uuid
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -282,9 +283,17 @@ def test_encode_round_trips_what_orjson_refuses_too(value: dict[str, Any]) -> No
 
 
 def test_message_ids_are_unique_uuid4s() -> None:
-    ids = [message_id() for _ in range(1000)]
+    ids = [message_id() for _ in range(4000)]
     assert len(set(ids)) == len(ids)
     assert all(UUID4.match(i) for i in ids)
+    for i in ids:
+        parsed = uuid.UUID(i)
+        assert str(parsed) == i and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    # Every random digit place is filled from the random bytes (not left as the block's
+    # template): each of the 30 free places takes all 16 values over 4,000 ids.
+    free = [k for k in range(36) if k not in (8, 13, 14, 18, 19, 23)]
+    assert all(len({i[k] for i in ids}) == 16 for k in free)
+    assert {i[19] for i in ids} == set("89ab")
 
 
 def test_before_send_hooks_get_the_full_message_and_their_changes_are_sent() -> None:
