@@ -98,3 +98,21 @@ def test_overflow_bench_quick_run_loses_nothing(tmp_path: Path) -> None:
     check = results["requests"]["overflow_check"]
     assert check["dropped_added"] == 0 and check["deferred_added"] == check["handed"] > 0
     assert all(r["received"] == r["messages"] for k in ("healthy", "slow") for r in results["throughput"][k])
+
+
+def test_decompose_splits_request_thread_and_sender() -> None:
+    """bench/decompose.py: with the queue on, the sender thread does the delivering (its CPU
+    per message is above zero); with it off, no sender works at all."""
+    figures = {}
+    script = str(ROOT / "bench" / "decompose.py")
+    for queue in ("on", "off"):
+        proc = subprocess.run(
+            [sys.executable, script, "starlette", "--rounds", "2", "--per-round", "500", "--queue", queue],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        line = next(x for x in proc.stdout.splitlines() if x.startswith("starlette"))
+        figures[queue] = float(line.split("sender ", 1)[1].split(" ", 1)[0])
+    assert figures["on"] > 0.5 and figures["off"] == 0.0, figures
