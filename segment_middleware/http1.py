@@ -2,8 +2,8 @@
 
 Why not ``http.client``: for each batch it makes a file object over the socket, checks
 every header against regular expressions and parses the answer's headers with the
-``email`` package, about three times the CPU of the exchange itself, on the thread that
-shares the GIL with the app's requests (bench/README.md). The endpoint's answers are
+``email`` package, on the thread that shares the GIL with the app's requests; that work
+costs more than the exchange itself (figures in bench/README.md). The endpoint's answers are
 small and plain: a status line, a few headers, a short JSON body. So the request is
 written as one block, and the answer is read the way ``http.client`` reads it (an
 interim 1xx skipped, then Content-Length, chunked, or until the connection closes);
