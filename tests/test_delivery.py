@@ -192,7 +192,16 @@ def test_spool_max_mb_evicts_the_oldest_and_counts_them_dropped(
             for i in range(300):
                 t.track("E", {"i": i, "pad": "x" * 1000})
                 time.sleep(0.001)
-            wait_until(lambda: rt.delivery.pending <= 10, 10, "the overflow to be written")
+
+            def settled() -> bool:
+                """The writer is done: the queue is drained to the handoff's last burst, and
+                the rows on disk are the ones the stats count (the writer evicts, then counts,
+                so a look in between sees fewer rows than ``deferred``)."""
+                deferred = rt.delivery.stats()["deferred"]
+                on_disk = len(Store(store_path).events(kind="deferred"))
+                return rt.delivery.pending <= 10 and on_disk == deferred
+
+            wait_until(settled, 10, "the overflow written, evicted and counted")
         s = rt.delivery.stats()
         assert s["dropped"] > 0 and balanced(s, pending=rt.delivery.pending)
         rows = Store(store_path).events(kind="deferred")
