@@ -247,15 +247,16 @@ class _Direct:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"unsupported URL for a direct connection: {parts.scheme}")
-        self.https = parts.scheme == "https"
+        https = parts.scheme == "https"
+        default_port = 443 if https else 80
         self.hostname = parts.hostname
-        self.port = parts.port or (443 if self.https else 80)
+        self.port = parts.port or default_port
         # The Host header as http.client writes it: IDNA, the port only when not the default.
         host = f"[{self.hostname}]" if ":" in self.hostname else self.hostname.encode("idna").decode("ascii")
-        self.host = host if self.port == (443 if self.https else 80) else f"{host}:{self.port}"
+        self.host = host if self.port == default_port else f"{host}:{self.port}"
         self.target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
         self.headers = headers
-        self.context: ssl.SSLContext | None = _ssl_context(verify, cert) if self.https else None
+        self.context: ssl.SSLContext | None = _ssl_context(verify, cert) if https else None
         self.sock: socket.socket | None = None
 
     def _connect(self, timeout: float) -> socket.socket:

@@ -198,3 +198,52 @@ def test_the_host_header_is_what_http_client_writes(url: str, host: str) -> None
     from segment_middleware.http import _Direct
 
     assert _Direct(url, {}, True, None).host == host
+
+
+def test_the_poster_keeps_one_connection_and_reconnects_after_a_close() -> None:
+    """End to end through BatchPoster: three batches on one kept-alive connection; after an
+    answer with ``Connection: close`` the next batch opens a new one."""
+    import threading as _threading
+
+    from segment_middleware.http import BatchPoster
+
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted: list[int] = []
+
+    def serve() -> None:
+        for n in range(2):
+            conn, _ = server.accept()
+            accepted.append(n)
+            with conn:
+                for answered in range(3 if n == 0 else 1):
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        data += conn.recv(65536)
+                    head, _, body = data.partition(b"\r\n\r\n")
+                    length = int(
+                        next(
+                            v
+                            for k, _, v in (line.partition(b":") for line in head.split(b"\r\n"))
+                            if k.lower() == b"content-length"
+                        )
+                    )
+                    while len(body) < length:
+                        body += conn.recv(65536)
+                    close = b"Connection: close\r\n" if answered == 2 else b""
+                    conn.sendall(b"HTTP/1.1 200 OK\r\n" + close + b"Content-Length: 2\r\n\r\nok")
+
+    thread = _threading.Thread(target=serve, daemon=True)
+    thread.start()
+    poster = BatchPoster(
+        "key",
+        f"http://127.0.0.1:{server.getsockname()[1]}",
+        timeout=5,
+        max_retries=0,
+        gzip=False,
+        abort=_threading.Event(),
+    )
+    for _ in range(4):
+        poster.post([b'{"type":"track","event":"E"}'])
+    thread.join(5)
+    server.close()
+    assert accepted == [0, 1]
