@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import djbench
-from flaskbench import part_result, pct
+from flaskbench import part_result
 
 WRITE_KEY = djbench.WRITE_KEY
 STACKS = ("bare", "ours", "naive")
@@ -207,7 +207,7 @@ def measure(
 
     sent = {"ours": 0, "naive": 0}
     n = cfg["fw_per_round"]
-    round_means: dict[str, list[float]] = {s: [] for s in STACKS}
+    rounds: dict[str, list[djbench.RoundTime]] = {s: [] for s in STACKS}
     singles: dict[str, list[int]] = {s: [] for s in STACKS}
     try:
         for stack in STACKS:
@@ -222,14 +222,16 @@ def measure(
             for stack in STACKS[r % 3 :] + STACKS[: r % 3]:
                 batch = scopes(n)
                 gc.collect()  # same for every stack; gc stays enabled inside the loop
+                cpu = time.process_time_ns()
                 total = loop.run_until_complete(run_batch(apps[stack], batch, singles[stack]))
-                total += djbench.delivery_cpu_ns(functools.partial(settle, stack))
-                round_means[stack].append(total / n / 1000)
+                cpu = time.process_time_ns() - cpu
+                spent = djbench.delivery_cpu_ns(functools.partial(settle, stack))
+                rounds[stack].append(djbench.RoundTime((total + spent) / n / 1000, (cpu + spent) / n / 1000))
                 if stack in sent:
                     sent[stack] += n
     finally:
         loop.close()
-    return part_result("starlette", n, round_means, singles, sent)
+    return part_result("starlette", n, rounds, singles, sent)
 
 
-__all__ = ["NaiveASGIMiddleware", "make_app", "measure", "pct", "scope"]
+__all__ = ["NaiveASGIMiddleware", "make_app", "measure", "scope"]

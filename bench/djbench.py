@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import io
 import os
+import statistics
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 from django.urls import path
@@ -308,10 +309,17 @@ class NaiveSegmentMiddleware:
         return response
 
 
+class RoundTime(NamedTuple):
+    """One round of one stack, per request (µs)."""
+
+    wall_us: float  # the loop's wall time, plus the CPU of the flush that delivers its rest
+    cpu_us: float  # process CPU (all threads: sender or SDK consumer too), loop and flush
+
+
 def timed_round(
     call: Callable[[], int], n: int, times: list[int], label: str, deliver: Callable[[], None] | None = None
-) -> float:
-    """``n`` calls, each timed into ``times`` (ns); returns the round's mean in µs.
+) -> RoundTime:
+    """``n`` calls, each timed into ``times`` (ns); the round's means.
 
     ``deliver`` (the stack's flush) runs after the loop and its CPU time is added to the
     round (see :func:`delivery_cpu_ns`). gc is collected before the round, the same for
@@ -321,6 +329,7 @@ def timed_round(
 
     pc = time.perf_counter_ns
     gc.collect()
+    cpu = time.process_time_ns()
     start = pc()
     for _ in range(n):
         t0 = pc()
@@ -329,9 +338,36 @@ def timed_round(
         if status != 200:
             raise RuntimeError(f"{label}: status {status}")
     elapsed = pc() - start
+    cpu = time.process_time_ns() - cpu
     if deliver is not None:
-        elapsed += delivery_cpu_ns(deliver)
-    return elapsed / n / 1000
+        spent = delivery_cpu_ns(deliver)
+        elapsed += spent
+        cpu += spent
+    return RoundTime(elapsed / n / 1000, cpu / n / 1000)
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of an unsorted sequence."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def summarize_stack(rounds: Sequence[RoundTime], singles: Sequence[int]) -> dict[str, Any]:
+    """One stack's figures: medians over rounds of the round means (wall with the flush's
+    CPU, and process CPU of all threads), and percentiles of single requests (ns in)."""
+    nan = float("nan")
+    return {
+        "median_round_mean_us": statistics.median(r.wall_us for r in rounds) if rounds else nan,
+        "round_means_us": [round(r.wall_us, 2) for r in rounds],
+        "median_round_cpu_us": statistics.median(r.cpu_us for r in rounds) if rounds else nan,
+        "round_cpu_us": [round(r.cpu_us, 2) for r in rounds],
+        "p50_us": pct(singles, 50) / 1000,
+        "p90_us": pct(singles, 90) / 1000,
+        "p99_us": pct(singles, 99) / 1000,
+    }
 
 
 def delivery_cpu_ns(deliver: Callable[[], None]) -> int:

@@ -19,7 +19,6 @@ The WSGI app is called the way a server does (``djbench.make_caller``: fresh env
 from __future__ import annotations
 
 import functools
-import statistics
 import time
 import uuid
 from collections.abc import Callable
@@ -111,14 +110,6 @@ def callers(ours_host: str | None, store: str | None, sdk_host: str | None) -> d
     return {s: djbench.make_caller(make_app(s, ours_host, store, sdk_host), env) for s in STACKS}
 
 
-def pct(values: list[int], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[rank]
-
-
 def measure(
     cfg: dict[str, Any], ours_host: str, sdk_host: str, store: str, log: Callable[[str], None]
 ) -> dict[str, Any]:
@@ -142,7 +133,7 @@ def measure(
         if stack in sent:
             sent[stack] += cfg["fw_warmup"]
     n = cfg["fw_per_round"]
-    round_means: dict[str, list[float]] = {s: [] for s in STACKS}
+    rounds: dict[str, list[djbench.RoundTime]] = {s: [] for s in STACKS}
     singles: dict[str, list[int]] = {s: [] for s in STACKS}
     for r in range(cfg["fw_rounds"]):
         if time.monotonic() > deadline:
@@ -150,17 +141,19 @@ def measure(
             break
         for stack in STACKS[r % 3 :] + STACKS[: r % 3]:
             deliver = functools.partial(settle, stack)
-            mean = djbench.timed_round(calls[stack], n, singles[stack], f"flask {stack}", deliver)
-            round_means[stack].append(mean)  # delivery of the round's messages included
+            # delivery of the round's messages included
+            rounds[stack].append(
+                djbench.timed_round(calls[stack], n, singles[stack], f"flask {stack}", deliver)
+            )
             if stack in sent:
                 sent[stack] += n
-    return part_result("flask", n, round_means, singles, sent)
+    return part_result("flask", n, rounds, singles, sent)
 
 
 def part_result(
     framework: str,
     n: int,
-    round_means: dict[str, list[float]],
+    rounds: dict[str, list[djbench.RoundTime]],
     singles: dict[str, list[int]],
     sent: dict[str, int],
 ) -> dict[str, Any]:
@@ -169,20 +162,10 @@ def part_result(
 
     return {
         "framework": framework,
-        "rounds": len(round_means["bare"]),
+        "rounds": len(rounds["bare"]),
         "per_round": n,
-        "stacks": {s: summarize_stack(round_means[s], singles[s]) for s in STACKS},
+        "stacks": {s: djbench.summarize_stack(rounds[s], singles[s]) for s in STACKS},
         "sent": sent,
         "ours_stats": segment_middleware.stats(),
         "sdk_errors": sdk_errors[0],
-    }
-
-
-def summarize_stack(means: list[float], singles: list[int]) -> dict[str, Any]:
-    return {
-        "median_round_mean_us": statistics.median(means) if means else float("nan"),
-        "round_means_us": [round(x, 2) for x in means],
-        "p50_us": pct(singles, 50) / 1000,
-        "p90_us": pct(singles, 90) / 1000,
-        "p99_us": pct(singles, 99) / 1000,
     }

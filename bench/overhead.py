@@ -61,7 +61,8 @@ import djbench  # noqa: E402
 BIN = Path(sys.executable).parent
 WRITE_KEY = djbench.WRITE_KEY
 
-RATIO_BAR = 6.0  # naive overhead / ours overhead, in process
+RATIO_BAR = 8.0  # naive overhead / ours overhead, in process (CPU per request, all threads)
+RATIO_AIM = 10.0
 CPU_BAR = 0.5  # ours CPU per message / SDK CPU per message
 
 
@@ -106,13 +107,7 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def pct(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of an unsorted sequence."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[rank]
+pct = djbench.pct
 
 
 def free_port() -> int:
@@ -244,7 +239,7 @@ def child_inproc(args: argparse.Namespace) -> dict[str, Any]:
             djbench.run_requests(calls[stack], cfg["warmup"])
             settle(stack)
             sent[stack.split("+")[0]] = sent.get(stack.split("+")[0], 0) + cfg["warmup"]
-        round_means: dict[str, list[float]] = {s: [] for s in group}
+        rounds: dict[str, list[djbench.RoundTime]] = {s: [] for s in group}
         singles: dict[str, list[int]] = {s: [] for s in group}
         n = cfg["per_round"]
         for r in range(cfg["rounds"]):
@@ -255,17 +250,10 @@ def child_inproc(args: argparse.Namespace) -> dict[str, Any]:
             for stack in order:
                 # The round pays for delivering its messages: the flush's CPU is added.
                 deliver = functools.partial(settle, stack)
-                mean = djbench.timed_round(calls[stack], n, singles[stack], stack, deliver)
-                round_means[stack].append(mean)
+                rounds[stack].append(djbench.timed_round(calls[stack], n, singles[stack], stack, deliver))
                 sent[stack.split("+")[0]] = sent.get(stack.split("+")[0], 0) + n
         for stack in group:
-            out["stacks"][stack] = {
-                "median_round_mean_us": statistics.median(round_means[stack]),
-                "round_means_us": [round(x, 2) for x in round_means[stack]],
-                "p50_us": pct(singles[stack], 50) / 1000,
-                "p90_us": pct(singles[stack], 90) / 1000,
-                "p99_us": pct(singles[stack], 99) / 1000,
-            }
+            out["stacks"][stack] = djbench.summarize_stack(rounds[stack], singles[stack])
     if time.monotonic() < deadline:
         alone = middleware_alone(cfg, settle, deadline)
         out["middleware_alone"] = alone
@@ -607,12 +595,13 @@ def report(results: dict[str, Any]) -> list[str]:
     print("   over rounds of the round's mean time per request (+ the CPU of the flush delivering its rest);")
     print("   p50/p99 are over all single requests. gc enabled for all stacks, collected between rounds.")
     s = p1["stacks"]
-    print(f"   {'stack':<12}{'median µs':>11}{'p50':>9}{'p90':>9}{'p99':>9}   rounds (µs)")
+    print("   cpu µs: the same rounds' process CPU (all threads: the sender or the SDK's consumer too).")
+    print(f"   {'stack':<12}{'median µs':>11}{'cpu µs':>9}{'p50':>9}{'p90':>9}{'p99':>9}   rounds (µs)")
     for name, v in s.items():
         rounds = " ".join(f"{x:.0f}" for x in v["round_means_us"])
         print(
-            f"   {name:<12}{v['median_round_mean_us']:>11.1f}{v['p50_us']:>9.1f}{v['p90_us']:>9.1f}"
-            f"{v['p99_us']:>9.1f}   {rounds}"
+            f"   {name:<12}{v['median_round_mean_us']:>11.1f}{v['median_round_cpu_us']:>9.1f}"
+            f"{v['p50_us']:>9.1f}{v['p90_us']:>9.1f}{v['p99_us']:>9.1f}   {rounds}"
         )
     if "middleware_alone" in p1:
         a = p1["middleware_alone"]
@@ -667,12 +656,12 @@ def report(results: dict[str, Any]) -> list[str]:
             print(f"   {kind}: FAILED: {r['error']}")
             continue
         print(f"   {kind}: {r['rounds']} interleaved rounds x {r['per_round']} requests per stack")
-        print(f"   {'stack':<12}{'median µs':>11}{'p50':>9}{'p90':>9}{'p99':>9}   rounds (µs)")
+        print(f"   {'stack':<12}{'median µs':>11}{'cpu µs':>9}{'p50':>9}{'p90':>9}{'p99':>9}   rounds (µs)")
         for name, v in r["stacks"].items():
             rounds = " ".join(f"{x:.1f}" for x in v["round_means_us"])
             print(
-                f"   {name:<12}{v['median_round_mean_us']:>11.1f}{v['p50_us']:>9.1f}{v['p90_us']:>9.1f}"
-                f"{v['p99_us']:>9.1f}   {rounds}"
+                f"   {name:<12}{v['median_round_mean_us']:>11.1f}{v['median_round_cpu_us']:>9.1f}"
+                f"{v['p50_us']:>9.1f}{v['p90_us']:>9.1f}{v['p99_us']:>9.1f}   {rounds}"
             )
         rx = r["received"]
         print(
@@ -685,18 +674,22 @@ def report(results: dict[str, Any]) -> list[str]:
     summary = summarize(results)
     results["summary"] = summary
     print("\n== summary ==")
-    t, v = summary["throughput"], summary["request_p50"]
     print(
-        f"django in-process   bare {t['bare']:.1f} µs   ours {t['ours']:.1f} µs "
+        f"CPU per request, all threads, delivery included (the bar: naive/ours overhead >= {RATIO_BAR:.0f}x, "
+        f"aim {RATIO_AIM:.0f}x); then the same rounds' wall time, which also holds the other process's "
+        "(receiver's) competition for the two cores and the GIL hand-off gaps"
+    )
+    t, v = summary["throughput"], summary["request_p50"]
+    print(cpu_line("django", summary["cpu_rounds"]))
+    print(
+        f"  same rounds, wall: bare {t['bare']:.1f} µs   ours {t['ours']:.1f} µs "
         f"({t['ours_overhead']:+.1f})   naive {t['naive']:.1f} µs ({t['naive_overhead']:+.1f})   "
-        f"naive/ours overhead {t['ratio']:.1f}x  "
-        f"[bar >= {RATIO_BAR:.0f}x: {verdict(t['pass'])}]"
+        f"naive/ours overhead {t['ratio']:.1f}x  [{verdict(t['pass'])}]"
     )
     print(
         f"  same, single-request p50 (request path; sender bursts land in the tail): bare {v['bare']:.1f}  "
         f"ours {v['ours']:.1f} ({v['ours_overhead']:+.1f})  naive {v['naive']:.1f} "
-        f"({v['naive_overhead']:+.1f})  ratio {v['ratio']:.1f}x  "
-        f"[bar >= {RATIO_BAR:.0f}x: {verdict(v['pass'])}]"
+        f"({v['naive_overhead']:+.1f})  ratio {v['ratio']:.1f}x  [{verdict(v['pass'])}]"
     )
     if "alone" in summary:
         m = summary["alone"]
@@ -708,8 +701,9 @@ def report(results: dict[str, Any]) -> list[str]:
     if "auth" in summary:
         a = summary["auth"]
         print(
-            f"  with sessions+auth: bare {a['bare']:.1f}  ours {a['ours']:.1f} ({a['ours_overhead']:+.1f})  "
-            f"naive {a['naive']:.1f} ({a['naive_overhead']:+.1f})  ratio {a['ratio']:.1f}x"
+            f"  with sessions+auth, CPU: bare {a['bare']:.1f}  ours {a['ours']:.1f} "
+            f"({a['ours_overhead']:+.1f})  naive {a['naive']:.1f} ({a['naive_overhead']:+.1f})  "
+            f"ratio {a['ratio']:.1f}x"
             "   (OpenTelemetry's WSGI middleware, for scale: ~250 µs)"
         )
     c = summary["cpu"]
@@ -729,21 +723,22 @@ def report(results: dict[str, Any]) -> list[str]:
             print(f"{kind:<9} in-process   FAILED: {fw[kind]['error']}")
             failures.append(f"delivery: {kind} part crashed")
             continue
-        ft, fp = summary[kind]["throughput"], summary[kind]["request_p50"]
+        fc, ft, fp = summary[kind]["cpu"], summary[kind]["throughput"], summary[kind]["request_p50"]
+        print(cpu_line(kind, fc))
         print(
-            f"{kind:<9} in-process   bare {ft['bare']:.1f} µs   ours {ft['ours']:.1f} µs "
+            f"  same rounds, wall: bare {ft['bare']:.1f} µs   ours {ft['ours']:.1f} µs "
             f"({ft['ours_overhead']:+.1f})   naive {ft['naive']:.1f} µs ({ft['naive_overhead']:+.1f})   "
-            f"naive/ours overhead {ft['ratio']:.1f}x  [bar >= {RATIO_BAR:.0f}x: {verdict(ft['pass'])}]"
+            f"naive/ours overhead {ft['ratio']:.1f}x  [{verdict(ft['pass'])}]"
         )
         print(
             f"  same, single-request p50: bare {fp['bare']:.1f}  ours {fp['ours']:.1f} "
             f"({fp['ours_overhead']:+.1f})  naive {fp['naive']:.1f} ({fp['naive_overhead']:+.1f})  "
-            f"ratio {fp['ratio']:.1f}x  [bar >= {RATIO_BAR:.0f}x: {verdict(fp['pass'])}]"
+            f"ratio {fp['ratio']:.1f}x  [{verdict(fp['pass'])}]"
         )
-        if not ft["pass"]:
-            failures.append(f"{kind} overhead ratio {ft['ratio']:.1f}x < {RATIO_BAR}x (round means)")
-    if not t["pass"]:
-        failures.append(f"in-process overhead ratio {t['ratio']:.1f}x < {RATIO_BAR}x (round means)")
+        if not fc["pass"]:
+            failures.append(f"{kind} CPU overhead ratio {fc['ratio']:.1f}x < {RATIO_BAR}x")
+    if not summary["cpu_rounds"]["pass"]:
+        failures.append(f"django CPU overhead ratio {summary['cpu_rounds']['ratio']:.1f}x < {RATIO_BAR}x")
     if not c["pass"]:
         failures.append(f"CPU ratio {c['ratio']:.2f} > {CPU_BAR}")
     checks = [
@@ -771,6 +766,16 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
+def cpu_line(kind: str, c: dict[str, Any]) -> str:
+    """The headline: CPU per request that each middleware adds, and their ratio."""
+    aim = " (aim met)" if c["ratio"] >= RATIO_AIM else ""
+    return (
+        f"{kind:<9} in-process CPU   bare {c['bare']:.1f} µs   ours {c['ours']:.1f} µs "
+        f"({c['ours_overhead']:+.1f})   naive {c['naive']:.1f} µs ({c['naive_overhead']:+.1f})   "
+        f"naive/ours overhead {c['ratio']:.1f}x  [bar >= {RATIO_BAR:.0f}x: {verdict(c['pass'])}{aim}]"
+    )
+
+
 def _overheads(stacks: dict[str, Any], names: Sequence[str], key: str) -> dict[str, Any]:
     bare, ours, naive = (stacks[n][key] for n in names)
     o_ov, n_ov = ours - bare, naive - bare
@@ -790,6 +795,7 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     """The headline figures and their bars (also written to the JSON)."""
     s = results["inproc"]["stacks"]
     out: dict[str, Any] = {
+        "cpu_rounds": _overheads(s, ("bare", "ours", "naive"), "median_round_cpu_us"),
         "throughput": _overheads(s, ("bare", "ours", "naive"), "median_round_mean_us"),
         "request_p50": _overheads(s, ("bare", "ours", "naive"), "p50_us"),
     }
@@ -800,7 +806,7 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         alone["naive_mean"] = a["naive"]["median_round_mean_us"] - a["view"]["median_round_mean_us"]
         out["alone"] = alone
     if "bare+auth" in s:
-        out["auth"] = _overheads(s, ("bare+auth", "ours+auth", "naive+auth"), "median_round_mean_us")
+        out["auth"] = _overheads(s, ("bare+auth", "ours+auth", "naive+auth"), "median_round_cpu_us")
     ours_cpu, sdk_cpu = results["cpu"]["ours_added_us"], results["cpu"]["sdk_added_us"]
     cpu_ratio = ours_cpu / sdk_cpu if sdk_cpu > 0 else float("inf")
     out["cpu"] = {"ours": ours_cpu, "sdk": sdk_cpu, "ratio": cpu_ratio, "pass": cpu_ratio <= CPU_BAR}
@@ -811,6 +817,7 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     for kind, r in results.get("frameworks", {}).items():
         if "stacks" in r:
             out[kind] = {
+                "cpu": _overheads(r["stacks"], ("bare", "ours", "naive"), "median_round_cpu_us"),
                 "throughput": _overheads(r["stacks"], ("bare", "ours", "naive"), "median_round_mean_us"),
                 "request_p50": _overheads(r["stacks"], ("bare", "ours", "naive"), "p50_us"),
             }

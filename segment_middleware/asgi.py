@@ -70,6 +70,7 @@ class SegmentMiddleware:
     def __init__(self, app: Callable[..., Awaitable[None]], **settings: Any) -> None:
         self.app = app
         self.runtime = Runtime(Settings.from_sources(settings, style="kwarg"))
+        self._user_id = self.runtime.user_lookup(asgi_user_id)
         s = self.runtime.settings
         self._cookie_name = s.anonymous_id_cookie
         self._slots = dict(_HEADER_SLOTS)
@@ -127,9 +128,6 @@ class SegmentMiddleware:
         return self.runtime.begin(
             scope, facts, cookie, anon, gpc, dnt, user_resolver=lambda: self._user_id(scope)
         )
-
-    def _user_id(self, scope: Scope) -> str | None:
-        return self.runtime.user_id_for(scope, asgi_user_id)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         runtime = self.runtime

@@ -9,7 +9,6 @@ message is built, so a request pays for none of it.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import ipaddress
 import re
 from collections.abc import Callable, Hashable, Mapping
@@ -21,7 +20,7 @@ from .version import LIBRARY
 if TYPE_CHECKING:
     from .settings import Settings
 
-__all__ = ["RequestFacts", "page_properties", "recurring", "request_context"]
+__all__ = ["CACHES", "Recurring", "RequestFacts", "page_properties", "request_context"]
 
 REDACTED = "[REDACTED]"
 _REDACTED_Q = quote(REDACTED)
@@ -59,42 +58,39 @@ class RequestFacts:
 
 
 # ------------------------------------------------------------------ the one cache
-RECURRING_MAX = 1024  # entries per cached function; cleared when full
-RECURRING_TEXT_MAX = 512  # a longer first argument is never kept: memory stays bounded
+RECURRING_MAX = 1024  # entries per cache; cleared when full
+RECURRING_TEXT_MAX = 512  # a longer text is never kept: memory stays bounded
 
-_T = TypeVar("_T")
+_K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
 
 
-def recurring(fn: Callable[..., _T]) -> Callable[..., _T]:
-    """``fn`` remembered for arguments that recur across requests: query strings of
-    campaign links, referrers, Accept-Language headers, query keys. ``fn`` must be a
-    pure function of its (hashable) arguments; at most :data:`RECURRING_MAX` results of
-    first arguments up to :data:`RECURRING_TEXT_MAX` long are kept."""
-    cache: dict[tuple[Any, tuple[Hashable, ...]], _T] = {}
+class Recurring(dict[_K, _V]):
+    """``fn(key)`` remembered for keys that recur across requests: query strings of
+    campaign links, referrers, Accept-Language headers, query keys. Read as
+    ``cache[key]``: a hit is one dict lookup, with no Python call in between; a miss
+    computes ``fn(key)`` and keeps it when its text (the key, or a tuple key's first
+    item) is at most :data:`RECURRING_TEXT_MAX` long. At most :data:`RECURRING_MAX`
+    entries. ``fn`` must be a pure function of the key."""
 
-    @functools.wraps(fn)
-    def cached(first: Any, *rest: Hashable) -> _T:
-        key = (first, rest)
-        try:
-            return cache[key]
-        except KeyError:
-            pass
-        value = fn(first, *rest)
-        if first is None or len(first) <= RECURRING_TEXT_MAX:
-            if len(cache) >= RECURRING_MAX:
-                cache.clear()
-            cache[key] = value
+    def __init__(self, fn: Callable[[_K], _V]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def __missing__(self, key: _K) -> _V:
+        value = self.fn(key)
+        text = key[0] if isinstance(key, tuple) else key
+        if text is None or len(text) <= RECURRING_TEXT_MAX:  # type: ignore[arg-type]
+            if len(self) >= RECURRING_MAX:
+                self.clear()
+            self[key] = value
         return value
-
-    cached.cache_clear = cache.clear  # type: ignore[attr-defined]
-    return cached
 
 
 # ------------------------------------------------------------------ query strings
 _CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
-@recurring
 def _sensitive(key: str, words: frozenset[str]) -> bool:
     """Is this query key one to redact? ``access_token``, ``user[email]``, ``API-Key`` and
     ``accessToken`` are: keys are split into words on separators and on camelCase humps,
@@ -128,7 +124,7 @@ def redact_query(query: str, words: frozenset[str]) -> tuple[str, list[tuple[str
             continue
         raw_key, _, raw_value = part.partition("=")
         key = unquote_plus(raw_key) if ("%" in raw_key or "+" in raw_key) else raw_key
-        if _sensitive(key, words):
+        if SENSITIVE[key, words]:
             pairs.append((key, REDACTED))
             parts[i] = f"{raw_key}={_REDACTED_Q}"
             changed = True
@@ -147,14 +143,12 @@ class ParsedQuery(NamedTuple):
     campaign: dict[str, str]  # from the utm_* parameters
 
 
-@recurring
 def parse_query(query: str, words: frozenset[str]) -> ParsedQuery:
     search, pairs = redact_query(query, words)
     campaign = {_CAMPAIGN[k]: v for k, v in pairs if k in _CAMPAIGN and v}
     return ParsedQuery("?" + search if search else "", tuple(pairs), campaign)
 
 
-@recurring
 def redact_url(url: str, words: frozenset[str]) -> str:
     """A URL (the referrer) with sensitive query values replaced."""
     if "?" not in url:
@@ -182,7 +176,6 @@ def query_dict(pairs: tuple[tuple[str, str], ...]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ ip, locale
-@recurring
 def _networks(proxies: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     return tuple(ipaddress.ip_network(p, strict=False) for p in proxies)
 
@@ -214,7 +207,7 @@ def client_ip(
     peer = _ip(remote_addr)
     address = peer
     if peer is not None and trusted and forwarded_for:
-        nets = _networks(trusted)
+        nets = NETWORKS[trusted]
         if any(peer in net for net in nets):
             for hop in reversed(forwarded_for.split(",")):
                 candidate = _ip(hop)
@@ -232,7 +225,6 @@ def client_ip(
     return str(address)
 
 
-@recurring
 def locale(accept_language: str | None) -> str | None:
     if not accept_language:
         return None
@@ -250,6 +242,17 @@ def locale(accept_language: str | None) -> str | None:
     return tag
 
 
+# ------------------------------------------------------------------ the caches
+SENSITIVE: Recurring[tuple[str, frozenset[str]], bool] = Recurring(lambda key: _sensitive(*key))
+PARSED_QUERIES: Recurring[tuple[str, frozenset[str]], ParsedQuery] = Recurring(lambda key: parse_query(*key))
+REDACTED_URLS: Recurring[tuple[str, frozenset[str]], str] = Recurring(lambda key: redact_url(*key))
+LOCALES: Recurring[str | None, str | None] = Recurring(locale)
+NETWORKS: Recurring[tuple[str, ...], tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]] = Recurring(
+    _networks
+)
+CACHES = (SENSITIVE, PARSED_QUERIES, REDACTED_URLS, LOCALES, NETWORKS)
+
+
 # ------------------------------------------------------------------ building
 _NO_QUERY = ParsedQuery("", (), {})
 
@@ -260,14 +263,14 @@ def request_context(facts: RequestFacts | None, settings: Settings) -> dict[str,
     if facts is None:
         return {"library": dict(LIBRARY)}
     words = settings.redact_words
-    query = parse_query(facts.query, words) if facts.query else _NO_QUERY
+    query = PARSED_QUERIES[facts.query, words] if facts.query else _NO_QUERY
     path = facts.path
     context: dict[str, Any] = {
         "library": dict(LIBRARY),
         "page": {
             "path": path,
             "url": f"{facts.scheme}://{facts.host}{path}{query.search}",
-            "referrer": redact_url(facts.referrer, words) if facts.referrer else "",
+            "referrer": REDACTED_URLS[facts.referrer, words] if facts.referrer else "",
             "search": query.search,
         },
     }
@@ -278,7 +281,7 @@ def request_context(facts: RequestFacts | None, settings: Settings) -> dict[str,
         context["ip"] = ip
     if facts.user_agent:
         context["userAgent"] = facts.user_agent
-    loc = locale(facts.accept_language) if facts.accept_language else None
+    loc = LOCALES[facts.accept_language] if facts.accept_language else None
     if loc:
         context["locale"] = loc
     if query.campaign:
@@ -300,7 +303,7 @@ def page_properties(
     if title:
         props["title"] = title
     if settings.include_query_params and facts.query:
-        pairs = parse_query(facts.query, settings.redact_words).pairs
+        pairs = PARSED_QUERIES[facts.query, settings.redact_words].pairs
         if pairs:
             props["query"] = query_dict(pairs)
     return props

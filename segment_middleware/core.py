@@ -205,15 +205,21 @@ class Runtime:
             ids[header] = found
         return found
 
-    def user_id_for(self, request: Any, default: Callable[[Any], Any]) -> str | None:
-        """USER_ID when configured, else the adapter's default; never raises."""
+    def user_lookup(self, default: Callable[[Any], Any]) -> Callable[[Any], str | None]:
+        """An adapter's userId lookup, made once: USER_ID when configured, else the
+        adapter's ``default``; the returned function takes the framework's request and
+        never raises."""
         getter = self.settings.user_id or default
-        try:
-            value = getter(request)
-        except Exception as exc:
-            log.warning("segment: USER_ID raised %s; ignoring it for this request", type(exc).__name__)
-            return None
-        return None if value is None or value == "" else str(value)
+
+        def user_id(request: Any) -> str | None:
+            try:
+                value = getter(request)
+            except Exception as exc:
+                log.warning("segment: USER_ID raised %s; ignoring it for this request", type(exc).__name__)
+                return None
+            return None if value is None or value == "" else str(value)
+
+        return user_id
 
     def identify_on_login(self, tracker: Tracker | None, user_id: Any, user: Any) -> None:
         """The auth layer's log-in signal: an identify linking the anonymousId to the user."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from flask import Flask, g, got_request_exception, has_request_context, request
+from flask import Flask, g, got_request_exception, request
 
 from .core import Runtime
 from .identity import CookieSpec
@@ -43,7 +43,8 @@ def flask_user_id(app: Flask) -> Any:
         if _login_user is not None and getattr(app, "login_manager", None) is not None:
             user = _login_user._get_current_object()  # one proxy hop, not one per attribute
             return user.get_id() if user is not None and user.is_authenticated else None
-        user = g._get_current_object().get("user")  # type: ignore[attr-defined]
+        # g.get("user") without its Python-level call: g keeps its names in its __dict__
+        user = g._get_current_object().__dict__.get("user")  # type: ignore[attr-defined]
         if user is None:
             return None
         return user.get("id") if isinstance(user, dict) else getattr(user, "id", None)
@@ -105,10 +106,7 @@ class _AppHooks:
     def __init__(self, app: Flask, runtime: Runtime) -> None:
         self.runtime = runtime
         self.id_key = header_key(runtime.settings.anonymous_id_header)
-        self._lookup = flask_user_id(app)
-
-    def user_id(self, req: Any) -> str | None:
-        return self.runtime.user_id_for(req, self._lookup)
+        self.user_id = runtime.user_lookup(flask_user_id(app))
 
     def before(self) -> None:
         req = request._get_current_object()  # type: ignore[attr-defined]
@@ -130,8 +128,11 @@ class _AppHooks:
         starts the response later still gets the page call, found in the environ, with the
         userId identify() set, if any.
         """
-        req = request._get_current_object() if has_request_context() else None  # type: ignore[attr-defined]
         tracker = environ.pop(_STATE, None) if environ is not None else None
+        try:
+            req = request._get_current_object()  # type: ignore[attr-defined]
+        except RuntimeError:  # outside the request context
+            req = None
         if tracker is None:
             if req is None:
                 return None
@@ -157,12 +158,9 @@ class _ResponseStart:
         self.hooks = hooks
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        end = self.hooks.end
         previous = _current.get()
         try:
-            return self.wsgi_app(
-                environ, page_start_response(start_response, lambda code: end(environ, code))
-            )
+            return self.wsgi_app(environ, page_start_response(start_response, self.hooks.end, environ))
         finally:
             _current.set(previous)
 

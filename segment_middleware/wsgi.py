@@ -17,7 +17,7 @@ from .identity import CookieSpec, set_cookie_header
 from .settings import Settings
 from .tracker import Tracker, _current, untracked
 
-__all__ = ["SegmentWSGIMiddleware", "begin_environ", "header_key", "page_start_response", "status_code"]
+__all__ = ["SegmentWSGIMiddleware", "begin_environ", "header_key", "page_start_response"]
 
 ENVIRON_KEY = "segment.tracker"
 
@@ -47,11 +47,6 @@ def facts_from_environ(environ: dict[str, Any]) -> RequestFacts:
     )
 
 
-def status_code(status_line: str) -> int:
-    """The code of a WSGI status line ("404 Not Found"); 500 for one that is not."""
-    return int(status_line[:3]) if status_line[:3].isdigit() else 500
-
-
 def header_key(header: str) -> str:
     return "HTTP_" + header.upper().replace("-", "_")
 
@@ -79,13 +74,15 @@ def begin_environ(
 
 
 def page_start_response(
-    start_response: StartResponse, end: Callable[[int], CookieSpec | None]
+    start_response: StartResponse, end: Callable[[Any, int], CookieSpec | None], key: Any
 ) -> StartResponse:
-    """``start_response`` that first ends tracking with the response's status (``end``
-    queues the page call) and adds the cookie ``end`` returns to the headers."""
+    """``start_response`` that first ends tracking with the response's status
+    (``end(key, status)`` queues the page call) and adds the cookie ``end`` returns to the
+    headers."""
 
     def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-        cookie = end(status_code(status))
+        code = status[:3]
+        cookie = end(key, int(code) if code.isdigit() else 500)
         if cookie is not None:
             headers.append(("Set-Cookie", set_cookie_header(cookie)))
         return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
@@ -105,9 +102,7 @@ class SegmentWSGIMiddleware:
             settings["user_id"] = user_id
         self.runtime = Runtime(Settings.from_sources(settings, style="kwarg"))
         self._id_key = header_key(self.runtime.settings.anonymous_id_header)
-
-    def _user_id(self, environ: dict[str, Any]) -> str | None:
-        return self.runtime.user_id_for(environ, lambda _environ: None)
+        self._user_id = self.runtime.user_lookup(lambda _environ: None)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         runtime = self.runtime
@@ -116,16 +111,17 @@ class SegmentWSGIMiddleware:
         )
         environ[ENVIRON_KEY] = tracker
 
-        def end(status: int) -> CookieSpec | None:
+        def end(environ: dict[str, Any], status: int) -> CookieSpec | None:
             return runtime.finish(tracker, status, None, self._user_id(environ))
 
         token = _current.set(tracker)
         try:
             return self.app(
-                environ, page_start_response(start_response, end) if tracker.enabled else start_response
+                environ,
+                page_start_response(start_response, end, environ) if tracker.enabled else start_response,
             )
         except BaseException:
-            end(500)
+            end(environ, 500)
             raise
         finally:
             _current.reset(token)

@@ -34,6 +34,8 @@ def test_overhead_quick_run_delivers_everything(tmp_path: Path) -> None:
         for stack in part["stacks"].values():
             assert 0 < stack["p50_us"] <= stack["p99_us"] < 1e6
             assert 0 < stack["median_round_mean_us"] < 1e5
+            assert 0 < stack["median_round_cpu_us"] < 1e5
+            assert len(stack["round_cpu_us"]) == part["rounds"]
         # every request of ours and naive arrived as exactly one page call, same path
         for stack in ("ours", "naive"):
             sent, got = part["sent"][stack], part["received"][stack]
@@ -44,7 +46,7 @@ def test_overhead_quick_run_delivers_everything(tmp_path: Path) -> None:
         assert part["ours_stats"]["delivered"] == part["sent"]["ours"]
         assert part["sdk_errors"] == 0
         summary = results["summary"][kind]
-        for view in ("throughput", "request_p50"):
+        for view in ("cpu", "throughput", "request_p50"):
             assert {"bare", "ours_overhead", "naive_overhead", "ratio", "pass"} <= set(summary[view])
             assert summary[view]["naive_overhead"] > 0  # the SDK's page() inline is never free
         assert f"{kind:<9} in-process" in proc.stdout

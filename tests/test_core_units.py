@@ -820,7 +820,7 @@ def test_request_tracker_shares_the_request_context(local_runtime: Runtime) -> N
         f,
         "ajs_anonymous_id=%22visitor%22",
         None,
-        user_resolver=lambda: local_runtime.user_id_for(None, lambda r: 77),
+        user_resolver=lambda: local_runtime.user_lookup(lambda r: 77)(None),
     )
     t.title = "Checkout"
     t.track("Checkout Started", {"value": Decimal("9.90")})
@@ -1220,3 +1220,27 @@ def test_the_core_imports_without_any_framework_or_optional_library(tmp_path: Pa
     )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
     assert (tmp_path / "events.sqlite3").exists()  # the call went to the local store at exit
+
+
+def test_recurring_cache_is_bounded_and_keeps_only_short_texts() -> None:
+    """The one cache helper: a hit makes no call, memory stays bounded in entries and in
+    the length of what it keeps (a tuple key is measured by its first item)."""
+    from segment_middleware.context import RECURRING_MAX, RECURRING_TEXT_MAX, Recurring
+
+    calls: list[object] = []
+
+    def upper(key: object) -> str:
+        calls.append(key)
+        text = key[0] if isinstance(key, tuple) else key
+        return str(text).upper()
+
+    cache: Recurring[object, str] = Recurring(upper)
+    assert cache["abc"] == "ABC" and cache["abc"] == "ABC"
+    assert calls == ["abc"]  # the second read was a plain dict hit
+    long_text = "x" * (RECURRING_TEXT_MAX + 1)
+    assert cache[long_text] == long_text.upper() and long_text not in cache
+    assert cache[(long_text, 1)] == long_text.upper() and (long_text, 1) not in cache
+    assert cache[("ab", 1)] == "AB" and ("ab", 1) in cache
+    for i in range(RECURRING_MAX * 2):
+        assert cache[f"k{i}"] == f"K{i}"
+        assert len(cache) <= RECURRING_MAX

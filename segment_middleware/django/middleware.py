@@ -84,6 +84,7 @@ class SegmentMiddleware:
 
         self.get_response = get_response
         self.runtime = get_runtime()
+        self._user_id = self.runtime.user_lookup(default_user_id)
         s = self.runtime.settings
         self._id_key = "HTTP_" + s.anonymous_id_header.upper().replace("-", "_")
         # Read once, like the rest of the configuration (see _begin).
@@ -176,12 +177,9 @@ class SegmentMiddleware:
                 samesite="Lax",
             )
 
-    def _user_id(self, request: Any) -> str | None:
-        return self.runtime.user_id_for(request, default_user_id)
-
     async def _auser_id(self, request: Any) -> str | None:
         if self.runtime.settings.user_id is not None:
-            return self.runtime.user_id_for(request, default_user_id)
+            return self._user_id(request)
         known, user = _evaluated_user(request)
         if not known:
             try:
