@@ -80,6 +80,14 @@ def main(argv: list[str] | None = None) -> int:
         default=25.0,
         help="allowed RSS growth 20k -> end (half of it: mid-run -> end)",
     )
+    parser.add_argument("--max-queue-size", type=int, default=10000, help="MAX_QUEUE_SIZE (default 10000)")
+    parser.add_argument(
+        "--max-retries",
+        type=int,
+        default=1,
+        help="MAX_RETRIES (default 1: the first retry is at once, so each failed post is over fast); "
+        "2 adds a 0.5 s backoff to every post, so the queue overflows whatever the machine's speed",
+    )
     parser.add_argument(
         "--max-in-flight",
         type=int,
@@ -102,9 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     segment = {
         "WRITE_KEY": djbench.WRITE_KEY,
         "HOST": f"http://127.0.0.1:{port}",
-        "MAX_QUEUE_SIZE": 10000,
+        "MAX_QUEUE_SIZE": args.max_queue_size,
         "TIMEOUT": 0.5,
-        "MAX_RETRIES": 1,
+        "MAX_RETRIES": args.max_retries,
         "MAX_IN_FLIGHT": args.max_in_flight,
         "LOCAL_STORE": store,
         "SHUTDOWN_TIMEOUT": 2,
@@ -127,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     rss: dict[str, float] = {"before": rss_mb()}
     stats_at: dict[str, dict[str, int]] = {}
     print(
-        f"endpoint http://127.0.0.1:{port} (nothing listening), MAX_QUEUE_SIZE 10000, TIMEOUT 0.5 s, "
-        f"MAX_RETRIES 1, MAX_IN_FLIGHT {args.max_in_flight}, spool {store}"
+        f"endpoint http://127.0.0.1:{port} (nothing listening), MAX_QUEUE_SIZE {args.max_queue_size}, "
+        f"TIMEOUT 0.5 s, MAX_RETRIES {args.max_retries}, MAX_IN_FLIGHT {args.max_in_flight}, spool {store}"
     )
     print(f"  before            RSS {rss['before']:7.1f} MB")
     start = time.monotonic()

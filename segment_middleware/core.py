@@ -64,7 +64,7 @@ class Runtime:
                 raise ValueError(
                     f"{name!r} breaks the tracking plan {self.settings.tracking_plan}: {'; '.join(broken)}"
                 )
-        self._put(Queued(msg, ts, facts))
+        self._put(Queued.pack(msg, ts, facts))
 
     def tracker(self, user_id: Any = None, anonymous_id: str | None = None) -> Tracker:
         """A tracker outside any request (tasks, scripts): no request context."""
@@ -144,7 +144,7 @@ class Runtime:
         # request is over, so the tracker lets go of it (tests/test_no_cycles.py).
         tracker._user_resolver = None
         self._put(
-            Queued(
+            Queued.pack(
                 None,  # the automatic page call: the sender makes its message from these
                 time.time(),
                 facts,

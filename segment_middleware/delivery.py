@@ -35,7 +35,7 @@ import orjson
 from . import lifecycle
 from .lifecycle import install_process_exit, track_forks
 from .logs import Burst, sdk_log_filter
-from .messages import Blocked, Encoded, Queued, encode, finish, take
+from .messages import Blocked, Encoded, Packed, Queued, encode, finish, take
 from .overflow import Overflow
 from .sender import Sender
 from .store import LOCAL, SPOOL, Store
@@ -76,7 +76,7 @@ class Delivery:
     def _reset(self) -> None:
         """Fresh state: at construction and in a forked child (whose inherited queue the
         parent is already sending; see :meth:`_fresh`)."""
-        self.queue: collections.deque[Queued] = collections.deque()
+        self.queue: collections.deque[Packed] = collections.deque()  # Queued.pack()
         # Re-entrant: an exit-signal handler may flush on a thread that was interrupted inside put().
         self._lock = threading.RLock()
         self._idle = threading.Condition(threading.Lock())
@@ -109,7 +109,7 @@ class Delivery:
                     self._reset()
                     self.store = Store(self.settings.local_store)
 
-    def put(self, item: Queued) -> None:
+    def put(self, item: Packed) -> None:
         """Queue a message. Never blocks, never raises, never does I/O."""
         if _capture is not None:
             self._hand_to_capture(item, _capture)
@@ -117,7 +117,7 @@ class Delivery:
         if _watching:  # a debug panel lists this request's calls (watch())
             seen = _watchers.get()
             if seen is not None:
-                seen.append(Watched(item, self.settings))
+                seen.append(Watched(Queued.unpack(item), self.settings))
         if self._generation != lifecycle.generation:  # _fresh's own test, inline: put runs per request
             self._fresh()
         q = self.queue
@@ -144,7 +144,7 @@ class Delivery:
         if not self._senders:
             self._start(primary=True)
 
-    def _hand_to_capture(self, item: Queued, sink: Callable[[dict[str, Any]], None]) -> None:
+    def _hand_to_capture(self, item: Packed, sink: Callable[[dict[str, Any]], None]) -> None:
         """``testing.capture()``: the message built now, as the sender would build it, and
         given to the capture as the endpoint would read it; counted as delivered."""
         with self._lock:
@@ -221,18 +221,19 @@ class Delivery:
         return self._pending
 
     # ------------------------------------------------------------------ building, storing
-    def take_batch(self) -> list[Queued]:
+    def take_batch(self) -> list[Packed]:
         """A batch's worth off the queue."""
         return take(self.queue, self.settings.flush_at)
 
-    def prepare(self, items: list[Queued]) -> list[Encoded]:
+    def prepare(self, items: list[Packed]) -> list[Encoded]:
         """Finish and encode each message once; account for the ones that cannot go."""
         ready: list[Encoded] = []
         settings = self.settings
         # No time.sleep(0) between messages to "let request threads in": on a busy process
         # each one forces a GIL hand-back, which costs requests more than the time a batch
         # holds the GIL (bench/README.md).
-        for item in items:
+        for packed in items:
+            item = Queued.unpack(packed)
             try:
                 msg = finish(item, settings)
                 if msg is None:

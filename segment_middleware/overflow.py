@@ -20,7 +20,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from .logs import Burst
-from .messages import Encoded, Queued, take
+from .messages import Encoded, Packed, take
 from .replay import ReplayResult
 from .store import DEFERRED
 
@@ -46,7 +46,7 @@ class Overflow:
         self.delivery = delivery
         s = delivery.settings
         self.limit = max(s.flush_at * 10, s.max_queue_size // 10)
-        self.handoff: collections.deque[Queued] = collections.deque()
+        self.handoff: collections.deque[Packed] = collections.deque()
         self.held = 0  # deferred rows this process holds (claimed) on disk: its sender's to send
         self.burst = Burst(logging.WARNING, DEFER_LOG)
         self._wake = threading.Event()
@@ -57,7 +57,7 @@ class Overflow:
         self._disk_lock = threading.RLock()
         self._unchecked = 0  # bytes this process wrote to the spool since it last measured it
 
-    def add(self, item: Queued) -> bool:
+    def add(self, item: Packed) -> bool:
         """Take a message the full queue could not (request path); False when the
         handoff is full too."""
         if len(self.handoff) >= self.limit:
@@ -106,7 +106,7 @@ class Overflow:
             self._thread = threading.current_thread()
             return False
 
-    def write(self, items: list[Queued]) -> None:
+    def write(self, items: list[Packed]) -> None:
         """Store a burst: deferred rows with a write key, the local store without one."""
         d = self.delivery
         if not items:

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from .messages import Encoded, Queued
+from .messages import Encoded, Packed
 from .replay import ReplayResult, replay
 from .store import DEFERRED, SPOOL
 
@@ -127,7 +127,7 @@ class Sender:
         return self.delivery.overflow.held > 0 and not self.delivery.abort.is_set()
 
     # ------------------------------------------------------------------ batches
-    def send_batch(self, items: list[Queued]) -> None:
+    def send_batch(self, items: list[Packed]) -> None:
         ready = self.delivery.prepare(items)
         if sum([len(encoded.body) for encoded in ready]) + len(ready) <= MAX_BATCH_BYTES:
             if ready:

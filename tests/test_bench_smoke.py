@@ -52,8 +52,20 @@ def test_overhead_quick_run_delivers_everything(tmp_path: Path) -> None:
         assert f"{kind:<9} in-process" in proc.stdout
 
 
-# One sender, so that the queue overflows to disk however fast this machine spools.
-MEMORY_ARGS = ("--requests", "40000", "--max-in-flight", "1")
+# One sender that waits 0.5 s of backoff in every failed post (200 messages a second at
+# most), and a queue of 1,000 (its rest settles within flush(15)): the queue overflows to
+# disk however fast or slow this machine is. With the defaults, a busy machine's senders
+# once spooled as fast as the requests queued.
+MEMORY_ARGS = (
+    "--requests",
+    "40000",
+    "--max-queue-size",
+    "1000",
+    "--max-in-flight",
+    "1",
+    "--max-retries",
+    "2",
+)
 
 
 def test_memory_quick_run_stays_bounded(tmp_path: Path) -> None:

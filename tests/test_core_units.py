@@ -1244,3 +1244,47 @@ def test_recurring_cache_is_bounded_and_keeps_only_short_texts() -> None:
     for i in range(RECURRING_MAX * 2):
         assert cache[f"k{i}"] == f"K{i}"
         assert len(cache) <= RECURRING_MAX
+
+
+def test_a_queued_call_packs_into_plain_tuples_and_back() -> None:
+    """``Queued.pack`` / ``unpack`` follow the class's field list (and ``facts_values`` the
+    facts'): a field added to either class without them fails here."""
+    import inspect
+
+    from segment_middleware.context import facts_values
+    from segment_middleware.messages import Queued
+
+    f = facts(path="/p", query="utm_source=x", referrer="https://r.example/", forwarded_for="10.0.0.1")
+    fields = [field.name for field in dataclasses.fields(Queued)]
+    assert list(inspect.signature(Queued.pack).parameters) == fields
+    assert facts_values(f) == tuple(getattr(f, field.name) for field in dataclasses.fields(RequestFacts))
+    for item in (
+        Queued(None, 1.7e9, f, name="route", anonymous_id="a", user_id="u", status=404, title="T"),
+        Queued({"type": "track", "event": "E"}, 1.7e9, None),
+    ):
+        packed = Queued.pack(**{name: getattr(item, name) for name in fields})
+        assert type(packed) is tuple and (packed[2] is None or type(packed[2]) is tuple)
+        assert Queued.unpack(packed) == item
+
+
+def test_a_queued_page_call_is_left_to_reference_counting(local_runtime: Runtime) -> None:
+    """The page call as ``Runtime.end`` queues it is a tuple the cyclic collector stops
+    tracking once it has looked at it twice (the facts' tuple first), long before the
+    oldest generation (a queued object would be promoted there, and start full
+    collections: bench/README.md); the same call as an object stays tracked."""
+    import gc
+
+    from segment_middleware.messages import Queued
+
+    queued: list[Any] = []
+    local_runtime._put = queued.append  # type: ignore[method-assign]
+    tracker = local_runtime.begin(None, facts(query="utm_source=x"), "ajs_anonymous_id=%22v%22", None)
+    local_runtime.end(tracker, 200, "route")
+    (packed,) = queued
+    gc.collect()
+    gc.collect()
+    assert not gc.is_tracked(packed)
+    as_object = Queued.unpack(packed)
+    gc.collect()
+    gc.collect()
+    assert gc.is_tracked(as_object)
