@@ -233,8 +233,9 @@ class Delivery:
         # each one forces a GIL hand-back, which costs requests more than the time a batch
         # holds the GIL (bench/README.md).
         for packed in items:
-            item = Queued.unpack(packed)
+            item: Queued | None = None
             try:
+                item = Queued.unpack(packed)
                 msg = finish(item, settings)
                 if msg is None:
                     self._dropped(1, "BEFORE_SEND returned None")
@@ -244,7 +245,9 @@ class Delivery:
                 self.count("blocked", 1)
                 continue
             except Exception as exc:
-                kind = "page" if item.message is None else item.message.get("type")
+                kind: Any = "queued"  # not a packed call: counted and logged like any other
+                if item is not None:
+                    kind = "page" if item.message is None else item.message.get("type")
                 log.error("segment: could not build a %s message: %s", kind, exc)
                 self.count("failed", 1)
                 continue
