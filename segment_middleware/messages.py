@@ -75,12 +75,13 @@ class Queued:
 
         Why not the object itself: a queued call lives through hundreds of requests, so
         the cyclic collector would move it to its oldest generation, and enough of those
-        start full collections of the whole process (+3.4 µs per Flask request,
-        bench/README.md). Tuples of strings and numbers are ones the collector stops
-        tracking once it has looked at them (the facts at its first collection, the
-        call's tuple at the next), long before the oldest generation. (A tracker call's
-        message dict keeps its tuple tracked, as any dict would.) A test holds pack and
-        :meth:`unpack` to the field lists."""
+        start full collections of the whole process (figures in bench/README.md). Tuples
+        of strings and numbers are ones the collector stops tracking once it has looked at
+        them (the facts at its first collection, the call's tuple at the next), long
+        before the oldest generation. (A tracker call's message dict keeps its tuple
+        tracked, as any dict would.) Why a second signature beside the class's own: making
+        the object first and then packing it costs the request path more than the tuple
+        saves it. A test holds pack's parameters and :meth:`unpack` to the field lists."""
         return (
             message,
             timestamp,
