@@ -23,7 +23,7 @@ Why this benchmark looks the way it does:
 Parts 1, 2 and 4 run in fresh child interpreters (``--child``), with their own receiver
 processes, so one part's threads, caches and counters cannot leak into another's figures.
 
-Run: ``python bench/overhead.py [--quick] [--json PATH] [--strict]``. Nothing leaves 127.0.0.1.
+Run: ``python bench/overhead.py [--quick] [--json PATH] [--strict] [--rounds N]``. Nothing leaves 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -67,8 +67,16 @@ CPU_BAR = 0.5  # ours CPU per message / SDK CPU per message
 
 
 # ---------------------------------------------------------------------- sizes
-def sizes(quick: bool) -> dict[str, Any]:
-    """Run sizes and the hard time limits that bound every loop."""
+def sizes(quick: bool, rounds: int | None = None) -> dict[str, Any]:
+    """Run sizes and the hard time limits that bound every loop; ``rounds`` (``--rounds``)
+    sets the in-process parts' rounds per stack, still within each part's time limit."""
+    cfg = _sizes(quick)
+    if rounds is not None:
+        cfg["rounds"] = cfg["fw_rounds"] = rounds
+    return cfg
+
+
+def _sizes(quick: bool) -> dict[str, Any]:
     if quick:
         return {
             "rounds": 5,
@@ -215,7 +223,7 @@ def child_inproc(args: argparse.Namespace) -> dict[str, Any]:
     """Interleaved rounds of in-process requests; per stack the median of round means."""
     import segment_middleware
 
-    cfg = sizes(args.quick)
+    cfg = sizes(args.quick, args.rounds)
     djbench.configure(
         {"WRITE_KEY": WRITE_KEY, "HOST": args.ours_url, "LOCAL_STORE": args.store}, naive_host=args.sdk_url
     )
@@ -332,7 +340,7 @@ def child_cpu(args: argparse.Namespace) -> dict[str, Any]:
     """Process CPU (all threads) from first request to everything delivered, per stack."""
     import segment_middleware
 
-    cfg = sizes(args.quick)
+    cfg = sizes(args.quick, args.rounds)
     djbench.configure(
         {"WRITE_KEY": WRITE_KEY, "HOST": args.ours_url, "LOCAL_STORE": args.store}, naive_host=args.sdk_url
     )
@@ -391,7 +399,7 @@ FRAMEWORKS = ("flask", "starlette")
 
 def child_framework(args: argparse.Namespace) -> dict[str, Any]:
     """Flask (flaskbench) or Starlette (asgibench): bare / ours / naive, interleaved rounds."""
-    cfg = sizes(args.quick)
+    cfg = sizes(args.quick, args.rounds)
     if args.child == "flask":
         import flaskbench as bench
     else:
@@ -425,13 +433,14 @@ def run_frameworks(args: argparse.Namespace) -> dict[str, Any]:
 # ---------------------------------------------------------------------- parent: run a child
 def run_child(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     """A part in a fresh interpreter, with its own two receivers; checks what arrived."""
-    cfg = sizes(args.quick)
+    cfg = sizes(args.quick, args.rounds)
     detail = kind in FRAMEWORKS
     ours_rx = Receiver(cfg["part_limit_s"] + 60, detail)
     sdk_rx = Receiver(cfg["part_limit_s"] + 60, detail)
     store = os.path.join(tempfile.mkdtemp(prefix="segment-bench-"), "events.sqlite3")
     argv = [sys.executable, __file__, "--child", kind, "--ours-url", ours_rx.url, "--sdk-url", sdk_rx.url]
     argv += ["--store", store] + (["--quick"] if args.quick else [])
+    argv += ["--rounds", str(args.rounds)] if args.rounds is not None else []
     try:
         proc = subprocess.run(argv, stdout=subprocess.PIPE, text=True, timeout=cfg["part_limit_s"], cwd=ROOT)
     finally:
@@ -528,7 +537,7 @@ class Gunicorn:
 
 def run_gunicorn(args: argparse.Namespace) -> dict[str, Any]:
     """bare / ours / naive under gunicorn, requests interleaved in chunks, bounded in time."""
-    cfg = sizes(args.quick)
+    cfg = sizes(args.quick, args.rounds)
     logdir = tempfile.mkdtemp(prefix="segment-bench-gunicorn-")
     receivers = {"ours": Receiver(cfg["http_limit_s"] + 120), "naive": Receiver(cfg["http_limit_s"] + 120)}
     servers: dict[str, Gunicorn] = {}
@@ -829,6 +838,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="short run (smoke test)")
     parser.add_argument("--json", metavar="PATH", help="also write every figure as JSON")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a bar is missed too")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        metavar="N",
+        help="rounds per stack in parts 1 and 4 (default 7 and 9): more rounds, a tighter median "
+        "(30-40 rounds take about 5 minutes a part; see bench/README.md)",
+    )
     parser.add_argument(
         "--receiver",
         choices=("raw", "full", "stock"),

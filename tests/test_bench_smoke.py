@@ -17,7 +17,7 @@ from servers import ROOT
 def test_overhead_quick_run_delivers_everything(tmp_path: Path) -> None:
     out = tmp_path / "overhead.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "overhead.py"), "--quick", "--json", str(out)],
+        [sys.executable, str(ROOT / "bench" / "overhead.py"), "--quick", "--rounds", "3", "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=240,
@@ -26,11 +26,12 @@ def test_overhead_quick_run_delivers_everything(tmp_path: Path) -> None:
     results = json.loads(out.read_text())
     assert {"inproc", "cpu", "gunicorn", "frameworks"} <= set(results)
     assert "delivery checks" in proc.stdout and "MISMATCH" not in proc.stdout
+    assert results["inproc"]["rounds"] == 3  # --rounds reaches every in-process part
     for kind in ("flask", "starlette"):
         part = results["frameworks"][kind]
         assert "error" not in part, part
         assert set(part["stacks"]) == {"bare", "ours", "naive"}
-        assert part["rounds"] >= 1
+        assert part["rounds"] == 3
         for stack in part["stacks"].values():
             assert 0 < stack["p50_us"] <= stack["p99_us"] < 1e6
             assert 0 < stack["median_round_mean_us"] < 1e5
