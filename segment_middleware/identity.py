@@ -9,9 +9,10 @@ parse, and never raises on visitor input.
 
 from __future__ import annotations
 
-import uuid
 from typing import NamedTuple
 from urllib.parse import unquote_to_bytes
+
+from .ids import random_id
 
 __all__ = ["CookieSpec", "cookie_value", "new_anonymous_id", "parse_anonymous_id", "set_cookie_header"]
 
@@ -66,7 +67,8 @@ def parse_anonymous_id(raw: str | None) -> str | None:
 
 
 def new_anonymous_id() -> str:
-    return str(uuid.uuid4())
+    """A new visitor's id: a random UUID, as analytics.js makes one."""
+    return random_id()
 
 
 class CookieSpec(NamedTuple):

@@ -11,15 +11,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from . import lifecycle
 from .context import RequestFacts, facts_values, page_properties, request_context
+from .ids import random_id
 from .spec_events import CURRENCY_EVENTS
 
 if TYPE_CHECKING:
@@ -35,7 +34,6 @@ __all__ = [
     "encode",
     "finish",
     "iso_timestamp",
-    "message_id",
     "page_message",
     "take",
 ]
@@ -170,7 +168,7 @@ def finish(item: Queued, settings: Settings) -> dict[str, Any] | None:
     if "timestamp" not in msg:
         msg["timestamp"] = iso_timestamp(item.timestamp)
     if "messageId" not in msg:
-        msg["messageId"] = message_id()
+        msg["messageId"] = random_id()
     if item.message is not None and settings.plan is not None and settings.plan_violations != "raise":
         _follow_plan(msg, settings)
     for hook in settings.before_send:
@@ -232,45 +230,3 @@ def iso_timestamp(ts: float) -> str:
     if cached[0] != whole:
         cached = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
     return cached[1] + _MILLIS[int((ts - whole) * 1000)]
-
-
-_ID_BLOCK = 256  # ids made from one os.urandom() call
-_SET_VERSION = bytes((b & 0x0F) | 0x40 for b in range(256))  # byte 6: version 4
-_SET_VARIANT = bytes((b & 0x3F) | 0x80 for b in range(256))  # byte 8: RFC 4122 variant
-_LAYOUT = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx,"  # one id and a separator; x: a hex digit
-_DIGIT_AT = [i for i, c in enumerate(_LAYOUT) if c == "x"]  # the 32 digits' places
-_TEMPLATE = _LAYOUT.replace("x", "0").encode("ascii") * _ID_BLOCK
-_random_hex: list[str] = []
-_pool_generation = lifecycle.generation
-
-
-def _id_block() -> list[str]:
-    """``_ID_BLOCK`` random (version 4) UUID strings from one system call, without a
-    Python operation per id: the k-th hex digit of every id is copied into its place in
-    one strided slice assignment, and the ids come out of one ``split``. A test holds
-    them to uuid4's format."""
-    raw = bytearray(os.urandom(16 * _ID_BLOCK))
-    raw[6::16] = raw[6::16].translate(_SET_VERSION)
-    raw[8::16] = raw[8::16].translate(_SET_VARIANT)
-    digits = raw.hex().encode("ascii")
-    text = bytearray(_TEMPLATE)
-    step = len(_LAYOUT)
-    for k, place in enumerate(_DIGIT_AT):
-        text[place::step] = digits[k::32]
-    ids = text.decode("ascii").split(",")
-    ids.pop()  # after the last separator
-    return ids
-
-
-def message_id() -> str:
-    """A random (version 4) UUID string. The unused rest of a block is forgotten in a
-    forked child, so parent and child never share an id."""
-    global _pool_generation
-    if _pool_generation != lifecycle.generation:
-        _random_hex.clear()
-        _pool_generation = lifecycle.generation
-    try:
-        return _random_hex.pop()
-    except IndexError:
-        _random_hex.extend(_id_block())
-        return _random_hex.pop()

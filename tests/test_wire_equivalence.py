@@ -14,7 +14,6 @@ import copy
 import datetime as dt
 import json
 import re
-import uuid
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -22,7 +21,7 @@ from hypothesis import strategies as st
 
 from segment_middleware import context as ctx
 from segment_middleware.context import RequestFacts, client_ip, locale, parse_query, query_dict, redact_url
-from segment_middleware.messages import Queued, encode, finish, iso_timestamp, message_id
+from segment_middleware.messages import Queued, encode, finish, iso_timestamp
 from segment_middleware.settings import DEFAULT_REDACT, Settings
 from segment_middleware.version import LIBRARY
 
@@ -281,20 +280,6 @@ def test_encode_round_trips_what_orjson_refuses_too(value: dict[str, Any]) -> No
     """Lone surrogates (possible in a badly decoded header or path) and integers past 64
     bits are not UTF-8 / orjson material; the message still goes, with JSON escapes."""
     assert json.loads(encode(value)) == value
-
-
-def test_message_ids_are_unique_uuid4s() -> None:
-    ids = [message_id() for _ in range(4000)]
-    assert len(set(ids)) == len(ids)
-    assert all(UUID4.match(i) for i in ids)
-    for i in ids:
-        parsed = uuid.UUID(i)
-        assert str(parsed) == i and parsed.version == 4 and parsed.variant == uuid.RFC_4122
-    # Every random digit place is filled from the random bytes (not left as the block's
-    # template): each of the 30 free places takes all 16 values over 4,000 ids.
-    free = [k for k in range(36) if k not in (8, 13, 14, 18, 19, 23)]
-    assert all(len({i[k] for i in ids}) == 16 for k in free)
-    assert {i[19] for i in ids} == set("89ab")
 
 
 def test_before_send_hooks_get_the_full_message_and_their_changes_are_sent() -> None:
