@@ -69,6 +69,12 @@ class Delivery:
         self.store = Store(settings.local_store)
         if settings.write_key:
             sdk_log_filter.secrets.add(settings.write_key)
+            # The sender's HTTP modules (requests and the SDK, ~200 modules) load with the
+            # app, in the process that builds it (before a preloading server forks), never
+            # on the sender thread under traffic: there they hold the GIL from requests and
+            # leave tens of thousands of new long-lived objects, which bring on a full
+            # collection of the worker seconds later (bench/README.md).
+            from . import http  # noqa: F401
         _install_process_hooks()
         self._reset()
         _registry.add(self)

@@ -1222,6 +1222,33 @@ def test_the_core_imports_without_any_framework_or_optional_library(tmp_path: Pa
     assert (tmp_path / "events.sqlite3").exists()  # the call went to the local store at exit
 
 
+def test_a_pipeline_that_posts_loads_its_http_modules_when_it_is_built(tmp_path: Path) -> None:
+    """The sender's HTTP modules (requests, the SDK) load when a runtime with a write key is
+    built (with the app, before a preloading server forks), not on the sender thread at the
+    first post, under traffic. Without a key nothing is posted, and they are not loaded."""
+    code = (
+        "import sys\n"
+        "from segment_middleware.core import Runtime\n"
+        "from segment_middleware.settings import Settings\n"
+        "Runtime(Settings.from_sources({{'local_store': sys.argv[1]}}, style='kwarg'))\n"
+        "print('segment_middleware.http' in sys.modules, 'requests' in sys.modules)\n"
+        "posting = {{'local_store': sys.argv[1], 'write_key': 'k', 'host': '{host}'}}\n"
+        "Runtime(Settings.from_sources(posting, style='kwarg'))\n"
+        "print('segment_middleware.http' in sys.modules, 'requests' in sys.modules)\n"
+    ).format(host="http://127.0.0.1:9")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENT_")}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "events.sqlite3")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["False False", "True True"], done.stdout + done.stderr
+
+
 def test_recurring_cache_is_bounded_and_keeps_only_short_texts() -> None:
     """The one cache helper: a hit makes no call, memory stays bounded in entries and in
     the length of what it keeps (a tuple key is measured by its first item)."""
