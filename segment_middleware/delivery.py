@@ -69,11 +69,11 @@ class Delivery:
         self.store = Store(settings.local_store)
         if settings.write_key:
             sdk_log_filter.secrets.add(settings.write_key)
-            # The sender's HTTP modules (requests and the SDK, ~200 modules) load with the
-            # app, in the process that builds it (before a preloading server forks), never
-            # on the sender thread under traffic: there they hold the GIL from requests and
-            # leave tens of thousands of new long-lived objects, which bring on a full
-            # collection of the worker seconds later (bench/README.md).
+            # The sender's HTTP modules (requests, the SDK) load with the app, in the
+            # process that builds it (before a preloading server forks), never on the sender
+            # thread under traffic: importing them there holds the GIL from requests and
+            # leaves long-lived objects that bring on a full collection of the worker
+            # (bench/README.md).
             from . import http  # noqa: F401
         _install_process_hooks()
         self._reset()
