@@ -1230,12 +1230,12 @@ def test_a_pipeline_that_posts_loads_its_http_modules_when_it_is_built(tmp_path:
         "import sys\n"
         "from segment_middleware.core import Runtime\n"
         "from segment_middleware.settings import Settings\n"
-        "Runtime(Settings.from_sources({{'local_store': sys.argv[1]}}, style='kwarg'))\n"
+        "Runtime(Settings.from_sources({'local_store': sys.argv[1]}, style='kwarg'))\n"
         "print('segment_middleware.http' in sys.modules, 'requests' in sys.modules)\n"
-        "posting = {{'local_store': sys.argv[1], 'write_key': 'k', 'host': '{host}'}}\n"
+        "posting = {'local_store': sys.argv[1], 'write_key': 'k', 'host': 'http://127.0.0.1:9'}\n"
         "Runtime(Settings.from_sources(posting, style='kwarg'))\n"
         "print('segment_middleware.http' in sys.modules, 'requests' in sys.modules)\n"
-    ).format(host="http://127.0.0.1:9")
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENT_")}
     done = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path / "events.sqlite3")],

@@ -32,6 +32,11 @@ def test_ids_are_unique_uuid4s() -> None:
 
 
 def test_new_visitors_and_messages_share_one_source_and_never_an_id() -> None:
+    ids._pool.clear()
+    random_id()  # a fresh block in the pool, one id taken
+    left = len(ids._pool)
+    new_anonymous_id()  # a new visitor's id comes from that same pool
+    assert left > 0 and len(ids._pool) == left - 1
     values = [new_anonymous_id() if i % 2 else random_id() for i in range(1000)]
     assert len(set(values)) == 1000
 
