@@ -6,6 +6,7 @@ timed test.
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -135,3 +136,27 @@ def test_decompose_splits_request_thread_and_sender() -> None:
         line = next(x for x in proc.stdout.splitlines() if x.startswith("starlette"))
         figures[queue] = float(line.split("sender ", 1)[1].split(" ", 1)[0])
     assert figures["on"] > 0.5 and figures["off"] == 0.0, figures
+
+
+def test_ab_variants_are_active_only_in_their_own_rounds() -> None:
+    """bench/ab.py: the package's rounds post everything they queue, ``post-off``'s rounds
+    post nothing, and every message is accounted for (delivered, none retried)."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "ab.py"),
+            *("starlette", "--variants", "post-off", "--rounds", "2", "--per-round", "1500"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    stats = ast.literal_eval(last.split("stats ", 1)[1].split("; ", 1)[0])
+    received = int(last.rsplit("the receiver got ", 1)[1].split()[0])
+    warm_up, per_stack = 1000, 2 * 1500
+    assert received == warm_up + per_stack, last  # the package's rounds only
+    assert stats["queued"] == stats["delivered"] == warm_up + 2 * per_stack, last
+    assert stats["retried"] == 0 and stats["failed"] == 0, last
+    assert "vs package" in proc.stdout
