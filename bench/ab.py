@@ -7,7 +7,7 @@ hits them alike. Each round is ``--per-round`` requests through one stack, then
 ``flush()``; its figure is the process CPU (all threads) per request, the flush
 included, and "added" is that minus the same round's bare. A round must be much longer
 than the sender's wake threshold (1,000 messages), or the flush does all the work
-undisturbed (bench/README.md).
+undisturbed (bench/README.md). A run whose queue overflowed stops with an error.
 
 Variants (each a monkeypatch active during its own rounds only; none is in the package):
 
@@ -18,6 +18,7 @@ Variants (each a monkeypatch active during its own rounds only; none is in the p
   (``ctypes.PyDLL`` ``send``/``recv`` with ``MSG_DONTWAIT``); the answer is read before the
   next post, when it has arrived by then. Plain HTTP on Linux only: ``ssl`` releases the
   GIL in every read and write, so this is an experiment, not a possible design.
+- ``pinned``: the request thread on CPU 0 and the sender on CPU 1 (Linux, 2+ CPUs).
 
     .venv/bin/python bench/ab.py flask --variants post-off,post-gil-free --rounds 12   # ~4 min
 """
@@ -27,10 +28,12 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
+import os
 import resource
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +43,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 BUSY_POST = 75e-6  # seconds: a warm post of a 100-message batch (bench/README.md)
+PER_ROUND = 20_000
+# Starlette's loop queues faster than a sender in place drains (one batch per switch
+# interval), so its rounds stay under MAX_QUEUE_SIZE: past it, messages would overflow.
+PER_ROUND_STARLETTE = 6_000
 
 
 # ---------------------------------------------------------------------- variants
@@ -149,6 +156,28 @@ class GilFreePost(Variant):
         return self.ok
 
 
+class Pinned(Variant):
+    """The request thread on CPU 0, the sender on CPU 1, for the variant's rounds (the
+    receiver process is left free): are the hand-offs dear because the threads move?"""
+
+    def __init__(self) -> None:
+        self.all = os.sched_getaffinity(0)
+
+    @staticmethod
+    def _senders() -> list[int]:
+        return [t.native_id for t in threading.enumerate() if t.name == "segment-sender" and t.native_id]
+
+    def apply(self) -> None:
+        os.sched_setaffinity(0, {0})  # the calling thread only
+        for tid in self._senders():
+            os.sched_setaffinity(tid, {1})
+
+    def undo(self) -> None:
+        os.sched_setaffinity(0, self.all)
+        for tid in self._senders():
+            os.sched_setaffinity(tid, self.all)
+
+
 class _Prefixed:
     """A socket whose first ``recv`` returns bytes already read."""
 
@@ -170,6 +199,7 @@ def variants(names: list[str]) -> dict[str, Variant]:
         "post-busy": lambda: Patch(sender.Sender, "post", _post_busy),
         "no-stale-poll": lambda: Patch(http, "wait_for_read", lambda sock, timeout=None: False),
         "post-gil-free": GilFreePost,
+        "pinned": Pinned,
     }
     unknown = [n for n in names if n not in made]
     if unknown:
@@ -217,6 +247,8 @@ def measure(framework: str, names: list[str], rounds: int, per_round: int) -> di
                 usage[stack].append((switches, (after.ru_stime - before.ru_stime) * 1e6 / per_round))
             print(f"round {r + 1}: " + "  ".join(f"{s} {cpu[s][-1]:.1f}" for s in stacks), flush=True)
         stats = segment_middleware.stats()
+        if stats["dropped"] or stats["deferred"] or stats["failed"]:
+            raise RuntimeError(f"the queue overflowed or failed, figures would mislead: {stats}")
     finally:
         summary = receiver.stop()
     received = summary.get("messages", -1)
@@ -252,10 +284,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("framework", choices=["django", "flask", "starlette"])
     parser.add_argument("--variants", default="post-off", help="comma-separated (default post-off)")
     parser.add_argument("--rounds", type=int, default=12, help="rounds per stack (default 12)")
-    parser.add_argument("--per-round", type=int, default=20_000, help="requests per round (default 20,000)")
+    parser.add_argument(
+        "--per-round",
+        type=int,
+        help=f"requests per round (default {PER_ROUND:,}; Starlette {PER_ROUND_STARLETTE:,})",
+    )
     args = parser.parse_args(argv)
     names = [n for n in args.variants.split(",") if n]
-    report(args.framework, measure(args.framework, names, args.rounds, args.per_round))
+    per_round = args.per_round or (PER_ROUND_STARLETTE if args.framework == "starlette" else PER_ROUND)
+    report(args.framework, measure(args.framework, names, args.rounds, per_round))
     return 0
 
 
