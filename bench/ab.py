@@ -164,17 +164,19 @@ class Pinned(Variant):
         self.all = os.sched_getaffinity(0)
 
     @staticmethod
-    def _senders() -> list[int]:
-        return [t.native_id for t in threading.enumerate() if t.name == "segment-sender" and t.native_id]
+    def _others() -> list[int]:
+        """The process's other threads: the sender is the only busy one during a round."""
+        me = threading.get_native_id()
+        return [t.native_id for t in threading.enumerate() if t.native_id and t.native_id != me]
 
     def apply(self) -> None:
         os.sched_setaffinity(0, {0})  # the calling thread only
-        for tid in self._senders():
+        for tid in self._others():
             os.sched_setaffinity(tid, {1})
 
     def undo(self) -> None:
         os.sched_setaffinity(0, self.all)
-        for tid in self._senders():
+        for tid in self._others():
             os.sched_setaffinity(tid, self.all)
 
 
