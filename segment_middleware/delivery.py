@@ -22,8 +22,10 @@ from __future__ import annotations
 import collections
 import contextlib
 import contextvars
+import gc
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -69,12 +71,7 @@ class Delivery:
         self.store = Store(settings.local_store)
         if settings.write_key:
             sdk_log_filter.secrets.add(settings.write_key)
-            # The sender's HTTP modules (requests, the SDK) load with the app, in the
-            # process that builds it (before a preloading server forks), never on the sender
-            # thread under traffic: importing them there holds the GIL from requests and
-            # leaves long-lived objects that bring on a full collection of the worker
-            # (bench/README.md).
-            from . import http  # noqa: F401
+            _load_http()
         _install_process_hooks()
         self._reset()
         _registry.add(self)
@@ -375,6 +372,23 @@ class Delivery:
 
 
 # ---------------------------------------------------------------------- process-wide
+def _load_http() -> None:
+    """Load the sender's HTTP modules (requests, the SDK) with the app, in the process that
+    builds it (before a preloading server forks), never on the sender thread under
+    traffic, where importing them would hold the GIL from requests.
+
+    Their import leaves tens of thousands of long-lived objects, enough to make a full
+    collection of the process due within seconds. So the first load is followed by one
+    full collection, here at start-up, where that pause costs no request
+    (bench/README.md); not when the app has turned the collector off."""
+    if "segment_middleware.http" in sys.modules:
+        return
+    from . import http  # noqa: F401
+
+    if gc.isenabled():
+        gc.collect()
+
+
 _registry: weakref.WeakSet[Delivery] = weakref.WeakSet()
 _capture: Callable[[dict[str, Any]], None] | None = None
 

@@ -1249,6 +1249,44 @@ def test_a_pipeline_that_posts_loads_its_http_modules_when_it_is_built(tmp_path:
     assert done.stdout.split("\n")[:2] == ["False False", "True True"], done.stdout + done.stderr
 
 
+def test_the_first_pipeline_that_posts_collects_once_after_loading_its_http_modules(tmp_path: Path) -> None:
+    """Loading requests and the SDK leaves enough long-lived objects to make a full
+    collection due within seconds of serving. The first runtime with a write key runs that
+    collection itself, at start-up: once per process, and never when the app has turned
+    the collector off. (Automatic collections are kept out with a huge threshold, so each
+    count is ours alone.)"""
+    code = (
+        "import gc, sys\n"
+        "gc.set_threshold(10**9)\n"
+        "if sys.argv[2] == 'off':\n"
+        "    gc.disable()\n"
+        "from segment_middleware.core import Runtime\n"
+        "from segment_middleware.settings import Settings\n"
+        "def full(): return gc.get_stats()[2]['collections']\n"
+        "posting = {'local_store': sys.argv[1], 'write_key': 'k', 'host': 'http://127.0.0.1:9'}\n"
+        "counts = []\n"
+        "for _ in range(2):\n"
+        "    before = full()\n"
+        "    Runtime(Settings.from_sources(posting, style='kwarg'))\n"
+        "    counts.append(full() - before)\n"
+        "print(*counts, 'segment_middleware.http' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENT_")}
+    seen = {}
+    for collector in ("on", "off"):
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path / "events.sqlite3"), collector],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            env=env,
+        )
+        assert done.returncode == 0, done.stderr
+        seen[collector] = done.stdout.strip()
+    assert seen == {"on": "1 0 True", "off": "0 0 True"}, seen
+
+
 def test_recurring_cache_is_bounded_and_keeps_only_short_texts() -> None:
     """The one cache helper: a hit makes no call, memory stays bounded in entries and in
     the length of what it keeps (a tuple key is measured by its first item)."""
