@@ -1236,17 +1236,8 @@ def test_a_pipeline_that_posts_loads_its_http_modules_when_it_is_built(tmp_path:
         "Runtime(Settings.from_sources(posting, style='kwarg'))\n"
         "print('segment_middleware.http' in sys.modules, 'requests' in sys.modules)\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENT_")}
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path / "events.sqlite3")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[:2] == ["False False", "True True"], done.stdout + done.stderr
+    out = _fresh_interpreter(code, tmp_path)
+    assert out.split("\n")[:2] == ["False False", "True True"], out
 
 
 def test_the_first_pipeline_that_posts_collects_once_after_loading_its_http_modules(tmp_path: Path) -> None:
@@ -1271,20 +1262,24 @@ def test_the_first_pipeline_that_posts_collects_once_after_loading_its_http_modu
         "    counts.append(full() - before)\n"
         "print(*counts, 'segment_middleware.http' in sys.modules)\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENT_")}
-    seen = {}
-    for collector in ("on", "off"):
-        done = subprocess.run(
-            [sys.executable, "-c", code, str(tmp_path / "events.sqlite3"), collector],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=tmp_path,
-            env=env,
-        )
-        assert done.returncode == 0, done.stderr
-        seen[collector] = done.stdout.strip()
+    seen = {collector: _fresh_interpreter(code, tmp_path, collector).strip() for collector in ("on", "off")}
     assert seen == {"on": "1 0 True", "off": "0 0 True"}, seen
+
+
+def _fresh_interpreter(code: str, tmp_path: Path, *args: str) -> str:
+    """``code``'s output in a new interpreter without SEGMENT_* variables, its first
+    argument a store path in ``tmp_path``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENT_")}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "events.sqlite3"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def test_recurring_cache_is_bounded_and_keeps_only_short_texts() -> None:
