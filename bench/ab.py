@@ -304,7 +304,9 @@ def variants(names: list[str]) -> dict[str, Variant]:
 
 
 # ---------------------------------------------------------------------- rounds
-def measure(framework: str, names: list[str], rounds: int, per_round: int) -> dict[str, Any]:
+def measure(
+    framework: str, names: list[str], rounds: int, per_round: int, server_io: bool = False
+) -> dict[str, Any]:
     import decompose
     import overhead
 
@@ -313,7 +315,7 @@ def measure(framework: str, names: list[str], rounds: int, per_round: int) -> di
     receiver = overhead.Receiver(3600)
     try:
         store = tempfile.mkdtemp() + "/store.sqlite3"
-        run = decompose.loops(framework, receiver.url, store, decompose.GCClock())
+        run = decompose.loops(framework, receiver.url, store, decompose.GCClock(), server_io)
         chosen = variants(names)
         for stack in ("bare", "ours"):
             run(stack, 1000)  # warm up
@@ -356,6 +358,7 @@ def measure(framework: str, names: list[str], rounds: int, per_round: int) -> di
         "received": received,
         "variants": chosen,
         "overflowed": overflowed,
+        "server_io": server_io,
     }
 
 
@@ -370,8 +373,10 @@ def report(framework: str, result: dict[str, Any]) -> None:
     cpu, usage = result["cpu"], result["usage"]
     median = statistics.median
     bare = cpu["bare"]
+    loop = ", a socket round trip before each request" if result["server_io"] else ""
     print(
-        f"\n{framework}: µs of process CPU per request (all threads, the flush included), {len(bare)} rounds"
+        f"\n{framework}{loop}: µs of process CPU per request (all threads, the flush included), "
+        f"{len(bare)} rounds"
     )
     for stack, rows in cpu.items():
         line = f"  {stack:15} median {median(rows):6.1f}"
@@ -405,10 +410,15 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help=f"requests per round (default {PER_ROUND:,}; Starlette {PER_ROUND_STARLETTE:,})",
     )
+    parser.add_argument(
+        "--server-io",
+        action="store_true",
+        help="a socket round trip before each request, which releases the GIL as a server does (WSGI)",
+    )
     args = parser.parse_args(argv)
     names = [n for n in args.variants.split(",") if n]
     per_round = args.per_round or (PER_ROUND_STARLETTE if args.framework == "starlette" else PER_ROUND)
-    result = measure(args.framework, names, args.rounds, per_round)
+    result = measure(args.framework, names, args.rounds, per_round, args.server_io)
     report(args.framework, result)
     return 1 if any(result["overflowed"].values()) else 0
 

@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import gc
 import os
+import socket
 import statistics
 import sys
 import tempfile
@@ -74,11 +75,19 @@ class GCClock:
             self.seconds += time.perf_counter() - self._start
 
 
-def loops(framework: str, receiver_url: str, store: str, gc_clock: GCClock) -> Callable[[str, int], float]:
-    """``run(stack, n)``: n requests through ``stack``'s app; returns the request thread's CPU."""
+def loops(
+    framework: str, receiver_url: str, store: str, gc_clock: GCClock, server_io: bool = False
+) -> Callable[[str, int], float]:
+    """``run(stack, n)``: n requests through ``stack``'s app; returns the request thread's CPU.
+
+    ``server_io`` (WSGI only): before each request, one byte written to and read back from
+    a socket pair, two calls that release the GIL, as a server's read of the request and
+    write of the answer do. Without it the loop holds the GIL from one request to the next."""
     import djbench
 
     if framework == "starlette":
+        if server_io:
+            raise SystemExit("server_io: WSGI frameworks only")
         import asgibench
 
         apps = {s: asgibench.make_app(s, receiver_url, store, receiver_url) for s in ("bare", "ours")}
@@ -109,13 +118,22 @@ def loops(framework: str, receiver_url: str, store: str, gc_clock: GCClock) -> C
     else:
         raise SystemExit(f"unknown framework {framework!r}")
 
+    ends = socket.socketpair() if server_io else None
+
     def run_wsgi(stack: str, n: int) -> float:
         call = calls[stack]
         gc.collect()
         gc_clock.on = True
         start = time.thread_time()
-        for _ in range(n):
-            call()
+        if ends is None:
+            for _ in range(n):
+                call()
+        else:
+            write, read = ends[0].send, ends[1].recv
+            for _ in range(n):
+                write(b"r")
+                read(1)
+                call()
         spent = time.thread_time() - start
         gc_clock.on = False
         return spent
