@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from servers import ROOT
 
 
@@ -138,20 +139,31 @@ def test_decompose_splits_request_thread_and_sender() -> None:
     assert figures["on"] > 0.5 and figures["off"] == 0.0, figures
 
 
-def test_ab_variants_are_active_only_in_their_own_rounds() -> None:
+@pytest.mark.parametrize(
+    ("framework", "options", "heading"),
+    [
+        ("starlette", (), "starlette: "),
+        ("flask", ("--server-io",), "flask, a socket round trip before each request: "),
+    ],
+)
+def test_ab_variants_are_active_only_in_their_own_rounds(
+    framework: str, options: tuple[str, ...], heading: str
+) -> None:
     """bench/ab.py: the package's rounds post everything they queue, ``post-off``'s rounds
-    post nothing, and every message is accounted for (delivered, none retried)."""
+    post nothing, and every message is accounted for (delivered, none retried), in the
+    plain loop and in the loop with a socket round trip per request (``--server-io``)."""
     proc = subprocess.run(
         [
             sys.executable,
             str(ROOT / "bench" / "ab.py"),
-            *("starlette", "--variants", "post-off", "--rounds", "2", "--per-round", "1500"),
+            *(framework, "--variants", "post-off", "--rounds", "2", "--per-round", "1500", *options),
         ],
         capture_output=True,
         text=True,
         timeout=180,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "\n" + heading in proc.stdout, proc.stdout[-3000:]
     last = proc.stdout.strip().splitlines()[-1]
     stats = ast.literal_eval(last.split("stats ", 1)[1].split("; ", 1)[0])
     received = int(last.rsplit("the receiver got ", 1)[1].split()[0])
@@ -159,4 +171,8 @@ def test_ab_variants_are_active_only_in_their_own_rounds() -> None:
     assert received == warm_up + per_stack, last  # the package's rounds only
     assert stats["queued"] == stats["delivered"] == warm_up + 2 * per_stack, last
     assert stats["retried"] == 0 and stats["failed"] == 0, last
-    assert "vs package" in proc.stdout
+    assert "vs package" in proc.stdout and "OVERFLOWED" not in proc.stdout
+    bare = next(line for line in proc.stdout.splitlines() if line.lstrip().startswith("bare "))
+    system_us = float(bare.rsplit("system µs", 1)[1])
+    if "--server-io" in options:  # the socket calls are really made: kernel time per request
+        assert system_us >= 1.0, bare
