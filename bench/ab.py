@@ -182,10 +182,8 @@ class ReadLater(GilFreePost):
     def write(self, sock: Any, data: bytes) -> None:
         if self.chunk is None:
             sock.sendall(data)
-            return
-        view = memoryview(data)
-        for start in range(0, len(data), self.chunk):
-            sock.sendall(view[start : start + self.chunk])
+        else:
+            _send_in_pieces(sock, data, self.chunk)
 
 
 class Chunked(Variant):
@@ -206,9 +204,7 @@ class Chunked(Variant):
                 self.sock = sock
 
             def sendall(self, data: bytes) -> None:
-                view = memoryview(data)
-                for start in range(0, len(data), chunk):
-                    self.sock.sendall(view[start : start + chunk])
+                _send_in_pieces(self.sock, data, chunk)
 
             def __getattr__(self, name: str) -> Any:
                 return getattr(self.sock, name)
@@ -267,6 +263,13 @@ class Pinned(Variant):
         os.sched_setaffinity(0, self.all)
         for tid in self._others():
             os.sched_setaffinity(tid, self.all)
+
+
+def _send_in_pieces(sock: Any, data: bytes, size: int) -> None:
+    """``data`` in ``size``-byte ``sendall`` calls: one GIL release per piece."""
+    view = memoryview(data)
+    for start in range(0, len(data), size):
+        sock.sendall(view[start : start + size])
 
 
 class _Prefixed:
