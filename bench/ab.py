@@ -81,10 +81,6 @@ class Patch(Variant):
         setattr(self.owner, self.name, self.original)
 
 
-def _post_off(self: Any, batch: Any) -> None:
-    """Counted as delivered by ``Sender.deliver``; nothing leaves the process."""
-
-
 def _post_busy(self: Any, batch: Any) -> None:
     end = time.perf_counter() + BUSY_POST
     while time.perf_counter() < end:
@@ -286,10 +282,12 @@ class _Prefixed:
 
 
 def variants(names: list[str]) -> dict[str, Variant]:
+    import decompose
+
     from segment_middleware import http, sender
 
     made: dict[str, Callable[[], Variant]] = {
-        "post-off": lambda: Patch(sender.Sender, "post", _post_off),
+        "post-off": lambda: Patch(sender.Sender, "post", decompose.post_nothing),
         "post-busy": lambda: Patch(sender.Sender, "post", _post_busy),
         "no-stale-poll": lambda: Patch(http, "wait_for_read", lambda sock, timeout=None: False),
         "post-gil-free": GilFreePost,

@@ -141,6 +141,11 @@ def loops(
     return run_wsgi
 
 
+def post_nothing(self: Any, batch: Any) -> None:
+    """``Sender.post`` for "posting off": ``Sender.deliver`` then counts the batch as
+    delivered, as after an accepted post, and nothing leaves the process."""
+
+
 def measure(framework: str, rounds: int, per_round: int = PER_ROUND) -> dict[str, float]:
     import overhead
 
@@ -202,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.queue == "off":
         delivery.Delivery.put = lambda self, item: None  # type: ignore[method-assign]
     if args.post == "off":
-        sender.Sender.deliver = lambda self, batch: self.delivery.count("delivered", len(batch))  # type: ignore[method-assign]
+        sender.Sender.post = post_nothing  # type: ignore[method-assign]
     (framework,) = args.frameworks
     f = measure(framework, args.rounds, args.per_round)
     print(
