@@ -7,11 +7,16 @@ Public API only; adapters live in ``segment_middleware.django``, ``.flask``, ``.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .settings import Settings, SettingsError
 from .tracker import Tracker, current
 from .version import __version__
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .keywords import SettingsKeywords
 
 __all__ = [
     "Settings",
@@ -29,21 +34,26 @@ __all__ = [
 ]
 
 
-def configure(**settings: Any) -> None:
-    """Settings for ``tracker()`` outside any web app (scripts, task workers).
+def configure(**settings: Unpack[SettingsKeywords]) -> None:
+    """Settings for a plain script or worker that sets up no framework.
 
-    Keywords are the lowercase setting names; the environment fills the rest.
+    Keywords are the lowercase setting names; the environment fills the rest. Where a
+    framework is set up (Django settings, a Flask app context, one configured app), its
+    own settings win and this call is logged as ignored (``segment_middleware.ambient``).
     """
-    from .core import Runtime, set_default_runtime
+    from .ambient import configure as _configure
 
-    set_default_runtime(Runtime(Settings.from_sources(settings, style="kwarg")))
+    _configure(settings)
 
 
 def tracker(user_id: Any = None, anonymous_id: str | None = None) -> Tracker:
-    """A tracker with no request context, for code that runs outside a request."""
-    from .core import default_runtime
+    """A tracker with no request context, for code that runs outside a request (shell,
+    management commands, scripts, task workers). It sends with the framework's own
+    settings where the framework is set up, else ``configure()``'s, else the environment's.
+    """
+    from .ambient import runtime
 
-    return default_runtime().tracker(user_id=user_id, anonymous_id=anonymous_id)
+    return runtime().tracker(user_id=user_id, anonymous_id=anonymous_id)
 
 
 def flush(timeout: float | None = None) -> bool:
@@ -78,10 +88,12 @@ async def ashutdown(timeout: float | None = None) -> None:
 
 
 def stats() -> dict[str, int]:
-    """Counts for this process: queued, delivered, failed, dropped, spooled, retried, blocked.
+    """Counts for this process: queued, delivered, stored, failed, dropped, spooled, retried,
+    blocked, deferred.
 
-    ``queued`` = delivered + failed + dropped + spooled + blocked + still pending. Messages written
-    to the local store (no write key) count as delivered.
+    ``queued`` = delivered + stored + failed + dropped + spooled + blocked + deferred + still
+    in memory. ``stored``: written to the local store because there is no write key (not
+    delivered anywhere); ``retried`` counts messages whose batch needed a retry.
     """
     from .delivery import STAT_KEYS, all_deliveries
 

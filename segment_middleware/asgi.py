@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any
 
+from .ambient import served
 from .context import RequestFacts
 from .core import Runtime
 from .identity import CookieSpec, set_cookie_header
 from .settings import Settings
 from .tracker import Tracker, _current, untracked
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .keywords import SettingsKeywords
 
 __all__ = ["SegmentMiddleware", "get_tracker"]
 
@@ -64,12 +70,23 @@ def route_name(scope: Scope) -> str | None:
     return getattr(endpoint, "__name__", None)
 
 
+def route_matched(scope: Scope) -> bool | None:
+    """Did the app's router match a route? Starlette's router (FastAPI's too) marks the
+    scope it ran on with ``router`` and, on a match, ``route``/``endpoint``; without
+    ``router`` no router ran (a plain ASGI app) and nobody can tell: None."""
+    if "router" not in scope:
+        return None
+    return "route" in scope or "endpoint" in scope
+
+
 class SegmentMiddleware:
     """Keywords are the lowercase setting names: ``write_key``, ``host``, ``exclude_paths``..."""
 
-    def __init__(self, app: Callable[..., Awaitable[None]], **settings: Any) -> None:
+    def __init__(self, app: Callable[..., Awaitable[None]], **settings: Unpack[SettingsKeywords]) -> None:
         self.app = app
-        self.runtime = Runtime(Settings.from_sources(settings, style="kwarg"))
+        self.runtime = _made_before_start(settings) or served(
+            Runtime(Settings.from_sources(settings, style="kwarg"))
+        )
         self._user_id = self.runtime.user_lookup(asgi_user_id)
         s = self.runtime.settings
         self._cookie_name = s.anonymous_id_cookie
@@ -135,7 +152,9 @@ class SegmentMiddleware:
         scope.setdefault("state", {})["segment"] = tracker
 
         def end(status: int) -> CookieSpec | None:
-            return runtime.finish(tracker, status, route_name(scope), self._user_id(scope))
+            return runtime.finish(
+                tracker, status, route_name(scope), self._user_id(scope), route_matched(scope)
+            )
 
         async def page_send(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -185,3 +204,56 @@ except ImportError:  # pragma: no cover - plain ASGI without Starlette
 
     def get_tracker(request: Any) -> Tracker:  # type: ignore[misc]
         raise RuntimeError("get_tracker needs Starlette (pip install 'segment-middleware[starlette]')")
+
+
+# ---------------------------------------------------------------------- before the app serves
+#: Runtimes made for ``tracker()`` from the keywords of a Starlette app's SegmentMiddleware
+#: before the app built its middleware (it does on its first call): the middleware Starlette
+#: then builds from the same keywords takes its runtime from here, so the process keeps one
+#: pipeline for that app, not two.
+_before_start: list[tuple[dict[str, Any], Runtime]] = []
+_scanned_modules = -1  # len(sys.modules) at the last look for unstarted apps
+
+
+def _made_before_start(settings: Mapping[str, Any]) -> Runtime | None:
+    for i, (keywords, runtime) in enumerate(_before_start):
+        if keywords == settings:
+            del _before_start[i]
+            return runtime
+    return None
+
+
+def runtime_of_unstarted_app() -> Runtime | None:
+    """For code outside a request in a process that imported a Starlette/FastAPI app but
+    never served it (a script, a worker): the runtime of its ``add_middleware(SegmentMiddleware,
+    ...)`` keywords, found among the imported modules' globals. Looked for again only when
+    more modules were imported since the last look; every app found is registered."""
+    global _scanned_modules
+    import sys
+
+    if len(sys.modules) == _scanned_modules:
+        return None
+    _scanned_modules = len(sys.modules)
+    try:
+        from starlette.applications import Starlette
+    except ImportError:  # pragma: no cover - starlette is why we were called
+        return None
+    apps: dict[int, Any] = {}
+    for module in list(sys.modules.values()):
+        try:
+            values = list(vars(module).values())
+        except TypeError:
+            continue
+        for value in values:
+            if isinstance(value, Starlette) and getattr(value, "middleware_stack", None) is None:
+                apps[id(value)] = value
+    first: Runtime | None = None
+    for app in apps.values():
+        for entry in getattr(app, "user_middleware", ()):
+            if getattr(entry, "cls", None) is not SegmentMiddleware:
+                continue
+            keywords = dict(getattr(entry, "kwargs", None) or getattr(entry, "options", None) or {})
+            runtime = served(Runtime(Settings.from_sources(keywords, style="kwarg")))
+            _before_start.append((keywords, runtime))
+            first = first or runtime
+    return first

@@ -21,7 +21,16 @@ from .version import LIBRARY
 if TYPE_CHECKING:
     from .settings import Settings
 
-__all__ = ["CACHES", "Recurring", "RequestFacts", "facts_values", "page_properties", "request_context"]
+__all__ = [
+    "CACHES",
+    "Recurring",
+    "RequestFacts",
+    "carried_facts",
+    "facts_from_carried",
+    "facts_values",
+    "page_properties",
+    "request_context",
+]
 
 REDACTED = "[REDACTED]"
 _REDACTED_Q = quote(REDACTED)
@@ -298,6 +307,50 @@ def request_context(facts: RequestFacts | None, settings: Settings) -> dict[str,
     if facts.consent is not None:
         context["consent"] = {"categoryPreferences": dict(facts.consent)}
     return context
+
+
+def carried_facts(facts: RequestFacts, settings: Settings) -> dict[str, Any]:
+    """The facts as a background job carries them, by field name (a worker of another
+    release still reads them), with what the page call would redact already redacted: the
+    query and referrer per REDACT_QUERY_PARAMS, the address resolved through
+    TRUSTED_PROXIES and ANONYMIZE_IP. A job's payload sits in a broker, so nothing the page
+    call would not send may travel in it. Built again from these, the facts give the same
+    context (redacting twice changes nothing)."""
+    words = settings.redact_words
+    carried: dict[str, Any] = {field.name: getattr(facts, field.name) for field in dataclasses.fields(facts)}
+    carried["query"] = redact_query(facts.query, words)[0] if facts.query else ""
+    carried["referrer"] = REDACTED_URLS[facts.referrer, words] if facts.referrer else facts.referrer
+    carried["remote_addr"] = client_ip(
+        facts.remote_addr, facts.forwarded_for, settings.trusted_proxies, settings.anonymize_ip
+    )
+    carried["forwarded_for"] = None
+    if facts.consent is not None:
+        carried["consent"] = dict(facts.consent)
+    return carried
+
+
+_FACT_FIELDS = {field.name: field for field in dataclasses.fields(RequestFacts)}
+
+
+def facts_from_carried(carried: Mapping[str, Any]) -> RequestFacts:
+    """:func:`carried_facts`' dict made facts again; ValueError (naming the field, never its
+    value) when it is not one: it came through a broker, from another process."""
+    values: dict[str, Any] = {}
+    for name, value in carried.items():
+        if name not in _FACT_FIELDS:
+            continue  # a field of a newer release: its context is not ours to build
+        if name == "consent":
+            if value is not None and not (
+                isinstance(value, Mapping) and all(isinstance(v, bool) for v in value.values())
+            ):
+                raise ValueError("consent must be a mapping of booleans")
+        elif value is not None and not isinstance(value, str):
+            raise ValueError(f"{name} must be a string")
+        values[name] = value
+    for name in ("method", "scheme", "host", "path"):
+        if not isinstance(values.get(name), str):
+            raise ValueError(f"{name} is missing")
+    return RequestFacts(**values)
 
 
 def page_properties(

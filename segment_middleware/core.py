@@ -4,8 +4,9 @@
    own routes see (without a mount prefix).
 2. ``start(begin, ...)``: the adapter's ``begin`` copies raw facts (path, method, the
    Cookie header, a few headers) into :meth:`Runtime.begin`, which makes the tracker.
-3. ``finish(tracker, status, route, user_id)``: once the response status is known, queue
-   the page call (once; a second call does nothing) and get back the cookie to set.
+3. ``finish(tracker, status, route, user_id, matched)``: once the response status is known,
+   queue the page call (once; a second call does nothing) and get back the cookie to set.
+   A 404 for which the app's router matched no route is not tracked (TRACK_UNMATCHED_ROUTES).
 
 ``start`` and ``finish`` are the line between our code and the host app's: whatever
 fails inside them is logged and never raised. Nothing here raises on visitor input or
@@ -15,7 +16,6 @@ does I/O.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,11 +24,12 @@ from .context import RequestFacts
 from .delivery import Delivery, shutdown_all
 from .identity import CookieSpec, cookie_spec, cookie_value, new_anonymous_id, parse_anonymous_id
 from .lifecycle import install_exit_flush
+from .logs import announce
 from .messages import Queued
 from .settings import Settings
 from .tracker import _UNSET, Tracker, untracked
 
-__all__ = ["Runtime", "default_runtime", "set_default_runtime"]
+__all__ = ["Runtime"]
 
 log = logging.getLogger("segment_middleware")
 
@@ -50,7 +51,7 @@ class Runtime:
         self._sink = self.sink  # one bound method, not one per request
         self._ids: dict[str, str | None] = {}
         self._plan_at_call = settings.plan if settings.plan_violations == "raise" else None
-        _remember(self)
+        announce(settings)
         _install_exit_signal()
 
     # ------------------------------------------------------------------ queueing
@@ -66,13 +67,17 @@ class Runtime:
                 )
         self._put(Queued.pack(msg, ts, facts))
 
-    def tracker(self, user_id: Any = None, anonymous_id: str | None = None) -> Tracker:
-        """A tracker outside any request (tasks, scripts): no request context."""
+    def tracker(
+        self, user_id: Any = None, anonymous_id: str | None = None, facts: RequestFacts | None = None
+    ) -> Tracker:
+        """A tracker outside any request (tasks, scripts): no request context, or, for a
+        background job, the ``facts`` of the request that enqueued it (its calls get that
+        request's context; no page call is made for them)."""
         from .tracker import _id
 
         uid = None if user_id is None else _id(user_id, "user_id")
         aid = None if anonymous_id is None else _id(anonymous_id, "anonymous_id")
-        return Tracker(self.sink, user_id=uid, anonymous_id=aid)
+        return Tracker(self.sink, user_id=uid, anonymous_id=aid, facts=facts)
 
     # ------------------------------------------------------------------ request cycle
     def tracks(self, path: str, method: str) -> bool:
@@ -122,10 +127,21 @@ class Runtime:
         status: int | None,
         route: str | None,
         user_id: str | None = None,
+        matched: bool | None = None,
     ) -> CookieSpec | None:
         """Queue the request's page call, once (later calls do nothing); returns the cookie
-        the response must set."""
+        the response must set.
+
+        ``matched`` is the adapter's report of its router: False when no route matched the
+        request, None when the adapter cannot tell (a plain WSGI/ASGI app has no router). A
+        404 of no route (a scanner's probe, a stale link) is not a page of the site: unless
+        TRACK_UNMATCHED_ROUTES, it sends no page call and sets no cookie. A view's own 404
+        (the route matched) is tracked.
+        """
         if not tracker.enabled or tracker._ended:
+            return None
+        if matched is False and status == 404 and not self.settings.track_unmatched_routes:
+            self.skip(tracker)
             return None
         tracker._ended = True
         facts = tracker._facts
@@ -181,17 +197,29 @@ class Runtime:
             return untracked()
 
     def finish(
-        self, tracker: Tracker, status: int | None, route: str | None, user_id: str | None
+        self,
+        tracker: Tracker,
+        status: int | None,
+        route: str | None,
+        user_id: str | None,
+        matched: bool | None = None,
     ) -> CookieSpec | None:
         """:meth:`end`, guarded: if it fails, the failure is logged and the response goes
         out without the page call's cookie."""
         if not tracker.enabled:
             return None
         try:
-            return self.end(tracker, status, route, user_id)
+            return self.end(tracker, status, route, user_id, matched)
         except Exception:
             log.exception("segment: could not finish tracking this request")
             return None
+
+    def skip(self, tracker: Tracker) -> None:
+        """End a request without its page call or cookie: what :meth:`end` does for a route
+        that matched nothing, and what an adapter does when it learns only after the view
+        that the request is one the defaults leave out (django-debug-toolbar's views)."""
+        tracker._ended = True
+        tracker._user_resolver = None  # as in end(): the request is over, no cycle kept
 
     def _cookie_id(self, header: str) -> str | None:
         """The anonymousId in a Cookie header not seen yet (``begin`` looks the header up
@@ -291,29 +319,3 @@ def _install_exit_signal() -> None:
     global _exit_signal_done
     if not _exit_signal_done:
         _exit_signal_done = install_exit_flush(shutdown_all) != "not main thread"
-
-
-# ---------------------------------------------------------------------- default runtime
-_default: Runtime | None = None
-_default_lock = threading.Lock()
-
-
-def _remember(runtime: Runtime) -> None:
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = runtime
-
-
-def set_default_runtime(runtime: Runtime | None) -> None:
-    global _default
-    with _default_lock:
-        _default = runtime
-
-
-def default_runtime() -> Runtime:
-    """The first runtime an adapter configured in this process, else one from the environment."""
-    if _default is not None:
-        return _default
-    runtime = Runtime(Settings.from_sources(style="env"))  # registers itself unless another won
-    return _default or runtime

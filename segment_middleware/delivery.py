@@ -36,7 +36,7 @@ import orjson
 
 from . import lifecycle
 from .lifecycle import install_process_exit, track_forks
-from .logs import Burst, sdk_log_filter
+from .logs import Burst, announce, sdk_log_filter
 from .messages import Blocked, Encoded, Packed, Queued, encode, finish, take
 from .overflow import Overflow
 from .sender import Sender
@@ -59,7 +59,17 @@ SPOOL_LOG = "segment: %d message(s) not delivered (%s); kept in %s for `segment-
 WAKE_BATCHES = 10
 SLOW_POST = 0.25  # seconds a post has waited on the endpoint before another sender may help
 # ``deferred`` is a gauge: this process's messages on disk, waiting for its sender.
-STAT_KEYS = ("queued", "delivered", "failed", "dropped", "spooled", "retried", "blocked", "deferred")
+STAT_KEYS = (
+    "queued",
+    "delivered",
+    "stored",
+    "failed",
+    "dropped",
+    "spooled",
+    "retried",
+    "blocked",
+    "deferred",
+)
 
 
 class Delivery:
@@ -111,6 +121,7 @@ class Delivery:
                     _renew_sdk_session()
                     self._reset()
                     self.store = Store(self.settings.local_store)
+                    announce(self.settings)  # a forked worker says it too, with its own pid
 
     def put(self, item: Packed) -> None:
         """Queue a message. Never blocks, never raises, never does I/O."""
@@ -274,7 +285,7 @@ class Delivery:
             log.error("segment: could not write %d message(s) to the local store: %s", len(batch), exc)
             self.count("failed", len(batch))
             return
-        self.count("delivered", len(batch))
+        self.count("stored", len(batch))
 
     def spool(self, batch: list[Encoded], why: str) -> None:
         if not self.settings.spool:

@@ -13,18 +13,24 @@ through its generic lookup, several times slower.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask, g, got_request_exception, request
+from flask import Flask, g, got_request_exception, has_request_context, request
 
+from .ambient import served
 from .core import Runtime
 from .identity import CookieSpec
-from .settings import Settings, SettingsError
+from .settings import Settings, SettingsError, unknown_setting
 from .snippet import snippet_global
-from .tracker import _current
+from .tracker import Tracker, _current, untracked
 from .wsgi import begin_environ, header_key, page_start_response
 
-__all__ = ["Segment", "SegmentState"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .keywords import SettingsKeywords
+
+__all__ = ["Segment", "SegmentState", "tracker"]
 
 _STATE = "segment.flask.tracker"  # in the environ until the page call is queued
 
@@ -65,12 +71,12 @@ class Segment:
     """The Flask extension. One ``Segment()`` may serve several apps (``init_app`` each):
     every app gets its own runtime from its own config, in ``app.extensions["segment"]``."""
 
-    def __init__(self, app: Flask | None = None, **settings: Any) -> None:
+    def __init__(self, app: Flask | None = None, **settings: Unpack[SettingsKeywords]) -> None:
         self._explicit = settings
         if app is not None:
             self.init_app(app)
 
-    def init_app(self, app: Flask, **settings: Any) -> None:
+    def init_app(self, app: Flask, **settings: Unpack[SettingsKeywords]) -> None:
         config: dict[str, Any] = {}
         names = set(Settings.names())
         for key, value in app.config.items():
@@ -78,9 +84,10 @@ class Segment:
                 continue
             name = key[len("SEGMENT_") :].lower()
             if name not in names:
-                raise SettingsError(f"{key}: unknown setting")
+                raise SettingsError(unknown_setting(name, "flask"))
             config[name] = value
-        runtime = Runtime(Settings.from_sources({**self._explicit, **settings}, config, style="flask"))
+        settings = {**self._explicit, **settings}
+        runtime = served(Runtime(Settings.from_sources(settings, config, style="flask")))
         app.extensions["segment"] = SegmentState(self, runtime)
         hooks = _AppHooks(app, runtime)
         app.before_request(hooks.before)
@@ -111,9 +118,12 @@ class _AppHooks:
     def before(self) -> None:
         req = request._get_current_object()  # type: ignore[attr-defined]
         runtime = self.runtime
-        tracker = runtime.start(
-            begin_environ, runtime, req.environ, req, self.id_key, functools.partial(self.user_id, req)
-        )
+        if _static(req.url_rule):
+            tracker = untracked()
+        else:
+            tracker = runtime.start(
+                begin_environ, runtime, req.environ, req, self.id_key, functools.partial(self.user_id, req)
+            )
         req.segment = tracker
         g._get_current_object().segment = tracker  # type: ignore[attr-defined]
         _current.set(tracker)  # _ResponseStart puts back what was there before the request
@@ -141,12 +151,24 @@ class _AppHooks:
                 return None
         if req is None:
             return self.runtime.finish(tracker, status, None, None)
-        return self.runtime.finish(tracker, status, req.endpoint, self.user_id(req))
+        rule = req.url_rule  # None: the router matched nothing (404, or a slash redirect)
+        return self.runtime.finish(tracker, status, req.endpoint, self.user_id(req), rule is not None)
 
     def on_exception(self, sender: Any, exception: BaseException | None = None, **extra: Any) -> None:
         """A view (or hook) raised: the page call with 500, before Flask re-raises the
         error or turns it into a 500 response (whose start then finds the call made)."""
         self.end(None, 500)
+
+
+def _static(rule: Any) -> bool:
+    """Is this Flask's static file route: the app's ``static`` endpoint (its
+    ``static_url_path``) or a blueprint's ``<blueprint>.static``? Files are not pages: not
+    tracked, like EXCLUDE_PATHS. Flask matches the URL before ``before_request`` runs, so
+    the rule is known when tracking starts."""
+    if rule is None:
+        return False
+    endpoint = rule.endpoint
+    return endpoint == "static" or endpoint.endswith(".static")
 
 
 class _ResponseStart:
@@ -186,3 +208,24 @@ def _connect_login_signal(app: Flask) -> None:
 
     user_logged_in.connect(on_login, app, weak=False)
     user_logged_out.connect(on_logout, app, weak=False)
+
+
+def tracker() -> Tracker:
+    """The current request's tracker, typed: ``segment_middleware.flask.tracker().track(...)``.
+
+    The same object as ``request.segment`` and ``g.segment``, which a type checker cannot
+    see (Flask's ``Request`` has no ``segment``; ``g``'s attributes are ``Any``). Raises
+    RuntimeError outside a request, or in a request of an app without ``Segment(app)``.
+    """
+    if not has_request_context():
+        raise RuntimeError(
+            "segment_middleware.flask.tracker() needs a request: outside one, use "
+            "segment_middleware.tracker(user_id=...)"
+        )
+    found = g.get("segment")
+    if not isinstance(found, Tracker):
+        raise RuntimeError(
+            "no Segment tracker on this request: is the extension installed (Segment(app) or "
+            "segment.init_app(app)), and is this code running after its before_request hook?"
+        )
+    return found

@@ -7,11 +7,16 @@ must never print a request body (personal data, the write key).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["Burst", "sdk_log_filter"]
+if TYPE_CHECKING:
+    from .settings import Settings
+
+__all__ = ["Burst", "announce", "destination", "sdk_log_filter"]
 
 log = logging.getLogger("segment_middleware")
 
@@ -74,3 +79,29 @@ class Burst:
                 return
             count, args, self._unlogged, self._last = self._unlogged, self._args, 0, now
         log.log(self.level, self.template, count, *args)
+
+
+# ---------------------------------------------------------------------- where events go
+_announced: set[tuple[int, str]] = set()
+
+
+def destination(settings: Settings) -> str:
+    """Where this runtime's events go, for people: the endpoint (without any credentials in
+    its URL), or the local store's absolute path."""
+    if settings.uses_store:
+        return f"no write key: events go to the local store {os.path.abspath(settings.local_store)}"
+    parts = urlsplit(settings.host)
+    host = urlunsplit((parts.scheme, parts.hostname or "", parts.path, "", "")) if parts.hostname else "?"
+    if parts.port:
+        host = host.replace(parts.hostname or "", f"{parts.hostname}:{parts.port}", 1)
+    return f"events go to {host}"
+
+
+def announce(settings: Settings) -> None:
+    """One INFO line per process and destination, when its first runtime for it is built:
+    nobody should have to guess whether events are being sent or kept on disk."""
+    where = destination(settings)
+    key = (os.getpid(), where)
+    if key not in _announced:
+        _announced.add(key)
+        log.info("segment: %s (pid %d, logger %r)", where, os.getpid(), log.name)

@@ -9,6 +9,7 @@ setting the way the user wrote it.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import importlib
 import ipaddress
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 if TYPE_CHECKING:
     from .plan import Plan
 
-__all__ = ["Problem", "Settings", "SettingsError", "load_callable", "problems"]
+__all__ = ["Problem", "Settings", "SettingsError", "UnknownSettingError", "load_callable", "problems"]
 
 DEFAULT_REDACT = (
     "token",
@@ -342,6 +343,7 @@ class Settings:
     alias_on_signup: bool = _setting("E038", _bool, False)
     max_in_flight: int = _setting("E039", _number(int, 1, high=16), 3)
     spool_max_mb: float = _setting("E040", _number(float, 0, inclusive=False), 512.0)
+    track_unmatched_routes: bool = _setting("E041", _bool, False)
 
     def __post_init__(self) -> None:
         values, problems = check_values(
@@ -447,11 +449,7 @@ def check_values(values: Mapping[str, Any], style: str) -> tuple[dict[str, Any],
     rows = {f.name: f for f in dataclasses.fields(Settings)}
     key_text = values.get("write_key")
     out: dict[str, Any] = {}
-    found = [
-        Problem(UNKNOWN_ID, f"{display_name(key, style)}: unknown setting")
-        for key in values
-        if key not in rows
-    ]
+    found = [Problem(UNKNOWN_ID, unknown_setting(key, style)) for key in values if key not in rows]
     for key, value in values.items():
         row = rows.get(key)
         if row is None:
@@ -475,6 +473,42 @@ def problems(
 ) -> list[Problem]:
     """Every invalid setting in these sources, each with its stable id (Django's checks)."""
     return check_values(merge_sources(explicit, framework, environ), style)[1]
+
+
+def unknown_setting(key: str, style: str) -> str:
+    """The error for a key no row has, with the nearest row's name when one is close: a
+    misspelt key is otherwise silently ignored, and the setting it meant left at its
+    default. ``key`` is a lowercase name as :func:`check_values` takes it; the suggestion
+    is spelled as the user writes a setting there (Django: the ``SEGMENT`` dict's key)."""
+    message = f"{display_name(key, style)}: unknown setting"
+    close = difflib.get_close_matches(key.lower(), Settings.names(), n=1)
+    if close:
+        near = close[0].upper() if style == "django" else display_name(close[0], style)
+        message += f" (did you mean {near}?)"
+    return message
+
+
+class UnknownSettingError(SettingsError, TypeError):
+    """``Settings(...)`` got a keyword no row has: a TypeError, as any unexpected keyword,
+    and a SettingsError, with the nearest name in its message."""
+
+
+def _suggesting_init(init: Callable[..., None]) -> Callable[..., None]:
+    """The dataclass's ``__init__``, first turning an unknown keyword into
+    :class:`UnknownSettingError` (the plain TypeError names no alternative)."""
+
+    @functools.wraps(init)
+    def __init__(self: Settings, *args: Any, **kwargs: Any) -> None:
+        for key in kwargs:
+            if key not in _ROW_NAMES:
+                raise UnknownSettingError(unknown_setting(key, "kwarg"))
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+_ROW_NAMES = frozenset(Settings.names())
+Settings.__init__ = _suggesting_init(Settings.__init__)  # type: ignore[method-assign]
 
 
 def display_name(key: str, style: str) -> str:

@@ -133,15 +133,16 @@ def snippet_global(get_settings: Callable[[], Settings]) -> Callable[..., str]:
 
 
 def _default_settings() -> Settings:
-    from .core import default_runtime
+    from .ambient import runtime
 
-    return default_runtime().settings
+    return runtime().settings
 
 
 def segment_snippet(**kwargs: Any) -> str:
     """Jinja global for Starlette/FastAPI templates: ``templates.env.globals["segment_snippet"]``.
 
-    Uses the settings of the app this process configured first (Flask's extension installs
-    a version bound to its own app instead).
+    Uses the settings code outside a request uses (``segment_middleware.ambient``: the one
+    app configured in this process); Flask's extension installs a version bound to its own
+    app instead.
     """
     return snippet_global(_default_settings)(**kwargs)

@@ -17,9 +17,12 @@ from .ecommerce import B2B, Ecommerce
 from .jsonable import jsonable
 
 if TYPE_CHECKING:
-    from .context import RequestFacts
+    from typing_extensions import Unpack
 
-__all__ = ["Tracker", "current", "untracked"]
+    from .context import RequestFacts
+    from .keywords import CallOptions
+
+__all__ = ["Tracker", "current", "reset_current", "set_current", "untracked"]
 
 _OPTIONS = frozenset(("context", "integrations", "timestamp", "message_id"))
 _UNSET: Any = object()
@@ -32,6 +35,16 @@ _current: contextvars.ContextVar[Tracker | None] = contextvars.ContextVar("segme
 def current() -> Tracker | None:
     """The tracker of the request being handled, or None outside a request."""
     return _current.get()
+
+
+def set_current(tracker: Tracker | None) -> contextvars.Token[Tracker | None]:
+    """Make ``tracker`` what :func:`current` returns in this context (a background job's);
+    :func:`reset_current` with the token puts back what was there."""
+    return _current.set(tracker)
+
+
+def reset_current(token: contextvars.Token[Tracker | None]) -> None:
+    _current.reset(token)
 
 
 def untracked() -> Tracker:
@@ -118,6 +131,17 @@ class Tracker:
     def anonymous_id(self) -> str | None:
         return self._anonymous_id
 
+    @property
+    def facts(self) -> RequestFacts | None:
+        """The raw facts of the request this tracker belongs to (None outside one)."""
+        return self._facts
+
+    @property
+    def owner(self) -> Any:
+        """The runtime this tracker's calls go to (None for an untracked request's): its
+        settings are the ones that apply to this visitor's request."""
+        return getattr(self._sink, "__self__", None)
+
     def identify_as(self, user_id: Any) -> None:
         """Make ``user_id`` this tracker's userId without sending anything."""
         self._user_id = _id(user_id, "user_id")
@@ -141,14 +165,36 @@ class Tracker:
         return B2B(self)
 
     # ------------------------------------------------------------------ calls
-    def track(self, event: str, properties: Mapping[str, Any] | None = None, **options: Any) -> None:
+    # Every call takes the options of keywords.CallOptions: ``context`` (merged into the
+    # request's context, key by key), ``integrations`` (which destinations get it, over the
+    # INTEGRATIONS setting), ``timestamp`` (a datetime, for events recorded after the fact;
+    # naive is UTC) and ``message_id`` (your own id, which Segment de-duplicates on). An
+    # unknown option is a TypeError at the call, as is an argument of the wrong type.
+    def track(
+        self, event: str, properties: Mapping[str, Any] | None = None, **options: Unpack[CallOptions]
+    ) -> None:
+        """Send a track call: ``event`` (a non-empty name, "Order Completed") with its
+        ``properties``, from this tracker's userId/anonymousId, in the request's context.
+
+        Options: ``context``, ``integrations``, ``timestamp``, ``message_id``.
+        """
         _name(event, "event", required=True)
         self._send(
             {"type": "track", "event": event, "properties": _mapping(properties, "properties")}, options
         )
 
-    def identify(self, user_id: Any = None, traits: Mapping[str, Any] | None = None, **options: Any) -> None:
-        """Send traits; a user_id also becomes this tracker's userId (log-in stitching)."""
+    def identify(
+        self,
+        user_id: str | int | None = None,
+        traits: Mapping[str, Any] | None = None,
+        **options: Unpack[CallOptions],
+    ) -> None:
+        """Send an identify call with ``traits``. A ``user_id`` also becomes this tracker's
+        userId for the rest of the request, so the calls after it (and the page call) carry
+        it: log-in stitching, the anonymousId linked to the user.
+
+        Options: ``context``, ``integrations``, ``timestamp``, ``message_id``.
+        """
         msg: dict[str, Any] = {"type": "identify", "traits": _mapping(traits, "traits")}
         if user_id is not None:
             self._user_id = _id(user_id, "user_id")
@@ -159,8 +205,13 @@ class Tracker:
         name: str | None = None,
         properties: Mapping[str, Any] | None = None,
         category: str | None = None,
-        **options: Any,
+        **options: Unpack[CallOptions],
     ) -> None:
+        """Send a page call of your own, besides the request's automatic one (to name that
+        one, set ``title``): ``name``, ``category`` and ``properties``.
+
+        Options: ``context``, ``integrations``, ``timestamp``, ``message_id``.
+        """
         self._send(self._named("page", name, properties, category), options)
 
     def screen(
@@ -168,16 +219,35 @@ class Tracker:
         name: str | None = None,
         properties: Mapping[str, Any] | None = None,
         category: str | None = None,
-        **options: Any,
+        **options: Unpack[CallOptions],
     ) -> None:
+        """Send a screen call (a mobile app's screen, reported by its backend): ``name``,
+        ``category`` and ``properties``.
+
+        Options: ``context``, ``integrations``, ``timestamp``, ``message_id``.
+        """
         self._send(self._named("screen", name, properties, category), options)
 
-    def group(self, group_id: Any, traits: Mapping[str, Any] | None = None, **options: Any) -> None:
+    def group(
+        self, group_id: str | int, traits: Mapping[str, Any] | None = None, **options: Unpack[CallOptions]
+    ) -> None:
+        """Send a group call: this user belongs to ``group_id`` (an account, a company, a
+        team), with the group's ``traits``.
+
+        Options: ``context``, ``integrations``, ``timestamp``, ``message_id``.
+        """
         msg = {"type": "group", "groupId": _id(group_id, "group_id"), "traits": _mapping(traits, "traits")}
         self._send(msg, options)
 
-    def alias(self, user_id: Any, previous_id: Any = None, **options: Any) -> None:
-        """Link ``previous_id`` (default: this visitor's anonymousId) to ``user_id``."""
+    def alias(
+        self, user_id: str | int, previous_id: str | int | None = None, **options: Unpack[CallOptions]
+    ) -> None:
+        """Send an alias call linking ``previous_id`` (default: this visitor's anonymousId,
+        else its userId) to ``user_id``, for destinations that need one to merge identities
+        (Mixpanel's original ID merge, Kissmetrics).
+
+        Options: ``context``, ``integrations``, ``timestamp``, ``message_id``.
+        """
         new_id = _id(user_id, "user_id")
         previous = previous_id if previous_id is not None else self._anonymous_id or self.user_id
         if previous is None:
@@ -195,7 +265,7 @@ class Tracker:
             msg["category"] = _name(category, "category", required=True)
         return msg
 
-    def _send(self, msg: dict[str, Any], options: dict[str, Any], *, ids: bool = True) -> None:
+    def _send(self, msg: dict[str, Any], options: Mapping[str, Any], *, ids: bool = True) -> None:
         ts = time.time()
         if options:
             _apply_options(msg, options)
@@ -212,7 +282,7 @@ class Tracker:
         self._sink(msg, self._facts, ts)  # type: ignore[misc]
 
 
-def _apply_options(msg: dict[str, Any], options: dict[str, Any]) -> None:
+def _apply_options(msg: dict[str, Any], options: Mapping[str, Any]) -> None:
     unknown = set(options) - _OPTIONS
     if unknown:
         raise TypeError(

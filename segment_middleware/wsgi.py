@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .ambient import served
 from .context import RequestFacts
 from .core import Runtime
 from .identity import CookieSpec, set_cookie_header
 from .settings import Settings
 from .tracker import Tracker, _current, untracked
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .keywords import SettingsKeywords
 
 __all__ = ["SegmentWSGIMiddleware", "begin_environ", "header_key", "page_start_response"]
 
@@ -96,11 +102,17 @@ class SegmentWSGIMiddleware:
     The tracker is ``environ["segment.tracker"]`` and ``segment_middleware.current()``.
     """
 
-    def __init__(self, app: Callable[..., Iterable[bytes]], user_id: Any = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        app: Callable[..., Iterable[bytes]],
+        user_id: Any = None,
+        /,
+        **settings: Unpack[SettingsKeywords],
+    ) -> None:
         self.app = app
         if user_id is not None:
             settings["user_id"] = user_id
-        self.runtime = Runtime(Settings.from_sources(settings, style="kwarg"))
+        self.runtime = served(Runtime(Settings.from_sources(settings, style="kwarg")))
         self._id_key = header_key(self.runtime.settings.anonymous_id_header)
         self._user_id = self.runtime.user_lookup(lambda _environ: None)
 

@@ -53,7 +53,10 @@ def _package_logs_reach_caplog() -> Iterator[None]:
     """A test that loads example_django's settings leaves the package logger with its
     own handler and propagate off; later tests asserting on caplog must still see it."""
     logger = logging.getLogger("segment_middleware")
-    saved = logger.propagate
-    logger.propagate = True
+    saved = logger.propagate, logger.disabled, logging.root.level
+    logger.propagate, logger.disabled = True, False
     yield
-    logger.propagate = saved
+    # A worker started in process (Celery's start_worker) sets up logging as a worker
+    # would: the root logger at ERROR and existing loggers disabled, which would silence
+    # the package's warnings for every later test.
+    logger.propagate, logger.disabled, logging.root.level = saved

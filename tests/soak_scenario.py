@@ -64,14 +64,16 @@ if str(HERE) not in sys.path:  # bench/soak.py and spawned clients import this f
 from segment_receiver import SegmentReceiver  # noqa: E402
 from servers import BIN, _catches, _children, gunicorn  # noqa: E402
 
+from segment_middleware import delivery  # noqa: E402
+
 __all__ = ["STAT_KEYS", "SoakConfig", "SoakResult", "run_soak"]
 
 APPS = HERE / "apps"
 WRITE_KEY = "soak-write-key"
-#: The keys a stats-at-exit line must carry; ``deferred`` is issue 13's (on disk, waiting).
-STAT_KEYS = ("queued", "delivered", "failed", "dropped", "spooled", "retried", "blocked", "deferred")
+#: The keys a stats-at-exit line must carry: stats()' own (``deferred`` is on disk, waiting).
+STAT_KEYS = delivery.STAT_KEYS
 #: The right-hand side of the accounting identity at a clean exit (``retried`` is not an outcome).
-SETTLED_KEYS = ("delivered", "failed", "dropped", "spooled", "blocked", "deferred")
+SETTLED_KEYS = ("delivered", "stored", "failed", "dropped", "spooled", "blocked", "deferred")
 STATS_LINE = re.compile(r"segment: stats at exit \(pid (\d+)\): (\{.*\})\s*$")
 DROP_LINE = re.compile(r"segment: dropped (\d+) message\(s\): (.+?)\s*$")
 SPOOL_LINE = re.compile(r"segment: (\d+) message\(s\) not delivered \((.*?)\)")
@@ -634,7 +636,13 @@ def _stored_ids(store: Path) -> set[str]:
 
 
 def _replay(receiver: SegmentReceiver, store: Path, result: SoakResult) -> None:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("SEGMENT_")}
+    # Not the Django settings other test modules name for this process: the replay reads
+    # the environment, as an operator's would on a machine with no project.
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("SEGMENT_") and key != "DJANGO_SETTINGS_MODULE"
+    }
     env["SEGMENT_LOCAL_STORE"] = str(store)
     argv = [str(BIN / "segment-middleware"), "replay", "--write-key", WRITE_KEY, "--host", receiver.url]
     try:

@@ -33,7 +33,13 @@ class Cli:
         self.store = store
 
     def env(self, write_key: str | None = None, host: str | None = None, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENT_")}
+        # Other test modules set DJANGO_SETTINGS_MODULE in this process; the command would
+        # then read that project's settings, so it is passed only when a test asks for it.
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("SEGMENT_") and k != "DJANGO_SETTINGS_MODULE"
+        }
         env["SEGMENT_LOCAL_STORE"] = self.store
         if write_key is not None:
             env["SEGMENT_WRITE_KEY"] = write_key
@@ -241,8 +247,10 @@ def test_events_filters_and_limit(cli: Cli) -> None:
     assert len(listed("--limit", "1")) == 1
     table = cli("events", "--user", "u1")
     assert table.returncode == 0 and len(table.stdout.strip().splitlines()) == 3  # header + 2 rows
-    empty = cli("--store", str(cli.cwd / "other.sqlite3"), "events")
+    other = str(cli.cwd / "other.sqlite3")
+    empty = cli("--store", other, "events")
     assert empty.returncode == 0 and empty.stdout == ""
+    assert empty.stderr == f"events: none in {other}\n"
 
 
 def test_events_follow_prints_new_rows_until_interrupted(cli: Cli) -> None:
@@ -357,7 +365,7 @@ def test_check_against_a_healthy_receiver(cli: Cli, receiver: SegmentReceiver) -
     proc = cli("check", write_key=WRITE_KEY, host=receiver.url)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout.splitlines()
-    assert out[0] == "settings: ok"
+    assert out[0] == "settings: ok (from environment)"
     assert out[1] == f"local store: {cli.store} (0 events)"
     assert "write key: set" in out
     assert f"host: {receiver.url} reachable, write key accepted" in out
@@ -399,7 +407,7 @@ def test_check_without_write_key_counts_the_store(cli: Cli) -> None:
     proc = cli("check")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [
-        "settings: ok",
+        "settings: ok (from environment)",
         f"local store: {cli.store} (1 events)",
         "write key: not set; events go to the local store",
     ]
@@ -557,3 +565,465 @@ def test_one_rejected_row_does_not_block_replay_of_the_others(cli: Cli, receiver
     cli("replay", write_key=WRITE_KEY, host=receiver.url)
     cli("replay", write_key=WRITE_KEY, host=receiver.url)
     assert sorted(m["messageId"] for m in receiver.messages) == ["row-0", "row-2"]
+
+
+# ---------------------------------------------------------------------- events: --limit, --event, --since
+def store_messages(store_path: str, messages: list[dict[str, Any]], kind: str = LOCAL) -> None:
+    store = Store(store_path)
+    try:
+        store.insert([Encoded(m, json.dumps(m).encode()) for m in messages], kind)
+    finally:
+        store.close()
+
+
+def test_events_limit_shows_the_latest_n_oldest_first(cli: Cli) -> None:
+    store_messages(
+        cli.store,
+        [{"type": "track", "event": f"Step {i}", "userId": "u1", "messageId": f"m{i}"} for i in range(1, 8)],
+    )
+    proc = cli("events", "--json", "--limit", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(line)["event"] for line in proc.stdout.splitlines()] == ["Step 5", "Step 6", "Step 7"]
+
+    table = cli("events", "--limit", "2")
+    assert table.returncode == 0, table.stderr
+    header, *lines = table.stdout.strip().splitlines()
+    assert header.split()[0] == "id"
+    assert len(lines) == 2 and "Step 6" in lines[0] and "Step 7" in lines[1]  # in time order
+
+    # More than there are: all of them. With a filter: the latest N of what matches.
+    assert len(cli("events", "--json", "--limit", "100").stdout.splitlines()) == 7
+    filtered = cli("events", "--json", "--limit", "1", "--user", "u1")
+    assert [json.loads(line)["event"] for line in filtered.stdout.splitlines()] == ["Step 7"]
+
+
+def test_events_limit_past_one_page_of_the_store(cli: Cli) -> None:
+    """The store is read in pages; the latest N and the --event filter hold across them."""
+    messages = [
+        {"type": "track", "event": "Tick" if i % 3 else "Tock", "userId": "u1", "messageId": f"m{i}"}
+        for i in range(1, 1301)
+    ]
+    store_messages(cli.store, messages)
+    proc = cli("events", "--json", "--event", "Tock", "--limit", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(line)["messageId"] for line in proc.stdout.splitlines()] == ["m1296", "m1299"]
+    every = cli("events", "--json", "--event", "Tock")
+    assert len(every.stdout.splitlines()) == 433  # 3, 6, ..., 1299
+
+
+def test_events_event_picks_track_events_by_name(cli: Cli) -> None:
+    store_messages(
+        cli.store,
+        [
+            {"type": "track", "event": "Signed Up", "userId": "u1", "messageId": "m1"},
+            {"type": "track", "event": "Order Completed", "userId": "u1", "messageId": "m2"},
+            {"type": "page", "name": "Signed Up", "userId": "u2", "messageId": "m3"},  # a page, not a track
+            {"type": "track", "event": "Signed Up", "userId": "u2", "messageId": "m4"},
+        ],
+    )
+
+    def ids(*args: str) -> list[str]:
+        proc = cli("events", "--json", *args)
+        assert proc.returncode == 0, proc.stderr
+        return [json.loads(line)["messageId"] for line in proc.stdout.splitlines()]
+
+    assert ids("--event", "Signed Up") == ["m1", "m4"]
+    assert ids("--event", "Signed Up", "--user", "u2") == ["m4"]
+    assert ids("--event", "Signed Up", "--type", "track") == ["m1", "m4"]
+    assert ids("--event", "Nothing Like It") == []
+    table = cli("events", "--event", "Order Completed")
+    assert table.returncode == 0 and len(table.stdout.strip().splitlines()) == 2  # header + 1 row
+    assert "Order Completed" in table.stdout
+
+    wrong = cli("events", "--event", "Signed Up", "--type", "page")
+    assert wrong.returncode == 2
+    assert "--event" in one_error_line(wrong) and wrong.stdout == ""
+
+
+def test_events_since(cli: Cli) -> None:
+    for name in ("Last Week", "Yesterday", "Just Now"):
+        assert cli("track", "u1", name).returncode == 0
+    conn = sqlite3.connect(cli.store)
+    with conn:
+        conn.execute("UPDATE events SET stored_at = ? WHERE event = 'Last Week'", (time.time() - 7 * 86400,))
+        conn.execute("UPDATE events SET stored_at = ? WHERE event = 'Yesterday'", (time.time() - 86400,))
+    conn.close()
+
+    def events(*args: str) -> list[str]:
+        proc = cli("events", "--json", *args)
+        assert proc.returncode == 0, proc.stderr
+        return [json.loads(line)["event"] for line in proc.stdout.splitlines()]
+
+    assert events("--since", "2h") == ["Just Now"]
+    assert events("--since", "2d") == ["Yesterday", "Just Now"]
+    assert events("--since", "2000-01-01") == ["Last Week", "Yesterday", "Just Now"]
+    assert events("--since", "2000-01-01T00:00:00Z", "--limit", "1") == ["Just Now"]
+    assert events("--since", "3d", "--event", "Yesterday") == ["Yesterday"]
+    future = (time.time() + 86400 * 2) // 86400 * 86400
+    assert events("--since", time.strftime("%Y-%m-%d", time.gmtime(future))) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["events", "--since", "last tuesday"], "--since"),
+        (["events", "--since", "2026-13-45"], "--since"),
+        (["events", "--limit", "0"], "--limit"),
+        (["events", "--limit", "-3"], "--limit"),
+        (["events", "--limit", "ten"], "--limit"),
+    ],
+)
+def test_events_usage_errors(cli: Cli, argv: list[str], says: str) -> None:
+    proc = cli(*argv)
+    assert proc.returncode == 2
+    assert says in one_error_line(proc)
+    assert proc.stdout == ""
+
+
+def test_events_with_nothing_to_show_says_so_once_on_stderr(cli: Cli) -> None:
+    assert cli("track", "u1", "Signed Up").returncode == 0
+    proc = cli("events", "--user", "someone-else")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""
+    assert proc.stderr == f"events: none match in {cli.store}\n"
+    as_json = cli("events", "--user", "someone-else", "--json")  # nothing at all: stdout stays JSON lines
+    assert as_json.returncode == 0 and as_json.stdout == "" and as_json.stderr == ""
+
+
+# ---------------------------------------------------------------------- a closed pipe
+def run_bash(script: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-c", script], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+
+
+MANAGE = Path(__file__).resolve().parent.parent / "example_django" / "manage.py"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "{python} -m segment_middleware events",
+        "{python} -m segment_middleware events --json",
+        "{python} {manage} segment events --json",
+    ],
+    ids=["table", "json", "manage.py"],
+)
+def test_events_into_a_closed_pipe_ends_quietly(cli: Cli, command: str) -> None:
+    # Far more than the pipe's buffer (64 KiB) holds: the command is still writing when
+    # `head` exits, so its next write meets the closed pipe.
+    pad = "x" * 200
+    store_messages(
+        cli.store,
+        [
+            {"type": "track", "event": "Bulk", "userId": "u1", "messageId": f"m{i}", "properties": {"p": pad}}
+            for i in range(2000)
+        ],
+    )
+    line = command.format(python=sys.executable, manage=MANAGE)
+    proc = run_bash(f'{line} | head -1; echo "status ${{PIPESTATUS[0]}}"', cli.env(), cli.cwd)
+    assert proc.stderr == ""  # no traceback, no "BrokenPipeError", no "Exception ignored"
+    first, status = proc.stdout.splitlines()
+    assert status == "status 141"  # as a command ended by SIGPIPE
+    if "--json" in command:
+        assert json.loads(first)["messageId"] == "m0"
+    else:
+        assert first.split()[:2] == ["id", "stored"]
+
+
+# ---------------------------------------------------------------------- --version, help
+def test_version(cli: Cli) -> None:
+    from segment_middleware.version import __version__
+
+    proc = cli("--version")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"segment-middleware {__version__}\n"
+
+
+def _actions_without_help(parser: Any, path: str) -> list[str]:
+    import argparse
+
+    missing = []
+    for action in parser._actions:
+        name = "/".join(action.option_strings) or action.dest
+        if not action.help or action.help == argparse.SUPPRESS:
+            missing.append(f"{path} {name}")
+        if isinstance(action, argparse._SubParsersAction):
+            helped = {choice.dest for choice in action._choices_actions if choice.help}
+            for command, subparser in action.choices.items():
+                if command not in helped:
+                    missing.append(f"{path} {command} (the sub-command)")
+                missing += _actions_without_help(subparser, f"{path} {command}")
+    return missing
+
+
+def test_every_argument_and_command_has_help() -> None:
+    from segment_middleware.cli import build_parser
+
+    parser = build_parser()
+    assert _actions_without_help(parser, "segment-middleware") == []
+    # The walk reaches everything (so it can fail): every command, and their arguments.
+    sub = next(a for a in parser._actions if a.choices and "events" in a.choices)
+    commands = {"identify", "track", "page", "group", "alias", "events", "replay", "check", "plan"}
+    assert set(sub.choices) == commands
+    assert {"--event", "--since", "--limit"} <= {
+        o for a in sub.choices["events"]._actions for o in a.option_strings
+    }
+
+
+def test_the_walk_finds_an_argument_without_help() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--documented", help="it says what it does")
+    sub = parser.add_subparsers(dest="command", help="commands")
+    sub.add_parser("silent").add_argument("thing")
+    assert _actions_without_help(parser, "p") == ["p silent (the sub-command)", "p silent thing"]
+
+
+# ---------------------------------------------------------------------- a Django project's settings
+def django_project(cli: Cli, segment: str, name: str = "project_settings") -> str:
+    """A Django settings module in the command's working directory (on its sys.path);
+    ``segment`` is the source text of its SEGMENT setting."""
+    (cli.cwd / f"{name}.py").write_text(
+        "SECRET_KEY = 'tests-only'\n"
+        "INSTALLED_APPS = [\n"
+        "    'django.contrib.auth', 'django.contrib.contenttypes', 'segment_middleware.django'\n"
+        "]\n"
+        f"SEGMENT = {segment}\n"
+    )
+    return name
+
+
+def test_check_reads_the_django_projects_settings(cli: Cli, receiver: SegmentReceiver) -> None:
+    project_store = str(cli.cwd / "project.sqlite3")
+    module = django_project(
+        cli, repr({"WRITE_KEY": WRITE_KEY, "HOST": receiver.url, "LOCAL_STORE": project_store})
+    )
+    proc = cli("check", DJANGO_SETTINGS_MODULE=module)  # nothing Segment in the environment but the store
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        f"settings: ok (from Django settings {module})",
+        f"local store: {project_store} (0 events)",  # SEGMENT['LOCAL_STORE'] over SEGMENT_LOCAL_STORE
+        "write key: set",
+        f"host: {receiver.url} reachable, write key accepted",
+    ]
+    (request,) = receiver.requests
+    assert request.auth_ok  # the project's write key was the one sent
+    assert WRITE_KEY not in proc.stdout + proc.stderr
+
+    # The environment fills in what the project leaves out, as for the middleware.
+    bare = django_project(cli, "{}", name="bare_settings")
+    proc = cli("check", DJANGO_SETTINGS_MODULE=bare)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[:2] == [
+        f"settings: ok (from Django settings {bare})",
+        f"local store: {cli.store} (0 events)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("segment", "says"),
+    [
+        ("{'HOST': 'ftp://example.com'}", ["SEGMENT['HOST']: "]),
+        ("{'HOST': 'ftp://example.com', 'FLUSH_AT': 0}", ["SEGMENT['HOST']: ", "SEGMENT['FLUSH_AT']: "]),
+        ("{'NOT_A_SETTING': 1}", ["SEGMENT['NOT_A_SETTING']: unknown setting"]),
+        ("'not a dict'", ["SEGMENT: must be a dict"]),
+        ("{'WRITE_KEY': 'my secret key'}", ["SEGMENT['WRITE_KEY']: "]),
+    ],
+    ids=["bad-host", "two-bad", "unknown", "not-a-dict", "bad-key"],
+)
+def test_bad_django_settings_exit_2_with_one_line(cli: Cli, segment: str, says: list[str]) -> None:
+    module = django_project(cli, segment)
+    proc = cli("check", DJANGO_SETTINGS_MODULE=module)
+    assert proc.returncode == 2, proc.stderr
+    line = one_error_line(proc)
+    for part in says:
+        assert part in line
+    assert "secret" not in line
+    assert proc.stdout == ""
+    for argv in (["events"], ["replay", "--write-key", WRITE_KEY]):  # the same settings, the same error
+        other = cli(*argv, DJANGO_SETTINGS_MODULE=module)
+        assert other.returncode == 2 and says[0] in one_error_line(other)
+
+
+@pytest.mark.parametrize(
+    ("module_text", "says"),
+    [
+        (None, "DJANGO_SETTINGS_MODULE no_such_settings: cannot be loaded: ModuleNotFoundError"),
+        ("raise RuntimeError('no DATABASE_URL')\n", "cannot be loaded: RuntimeError: no DATABASE_URL"),
+        ("SECRET_KEY = (\n", "cannot be loaded: SyntaxError"),
+    ],
+    ids=["missing", "raises", "syntax"],
+)
+def test_a_django_settings_module_that_does_not_load(cli: Cli, module_text: str | None, says: str) -> None:
+    if module_text is not None:
+        (cli.cwd / "no_such_settings.py").write_text(module_text)
+    proc = cli("check", DJANGO_SETTINGS_MODULE="no_such_settings")
+    assert proc.returncode == 2
+    assert says in one_error_line(proc)
+
+
+def test_events_and_replay_use_the_django_projects_settings(cli: Cli, receiver: SegmentReceiver) -> None:
+    project_store = str(cli.cwd / "project.sqlite3")
+    store_messages(
+        project_store, [{"type": "track", "event": "In Project", "userId": "u1", "messageId": "p1"}]
+    )
+    store_messages(cli.store, [{"type": "track", "event": "In Env", "userId": "u1", "messageId": "e1"}])
+    module = django_project(
+        cli, repr({"WRITE_KEY": WRITE_KEY, "HOST": receiver.url, "LOCAL_STORE": project_store})
+    )
+
+    def listed(*args: str) -> list[str]:
+        proc = cli("events", "--json", *args, DJANGO_SETTINGS_MODULE=module)
+        assert proc.returncode == 0, proc.stderr
+        return [json.loads(line)["messageId"] for line in proc.stdout.splitlines()]
+
+    assert listed() == ["p1"]
+    assert listed() == [r.message_id for r in rows(project_store)]
+    assert listed("--limit", "1", "--event", "In Project") == ["p1"]
+    assert cli("events", "--json").stdout.count("\n") == 1  # without the module: the environment's store
+    assert json.loads(cli("events", "--json").stdout)["messageId"] == "e1"
+    with_flag = cli("--store", cli.store, "events", "--json", DJANGO_SETTINGS_MODULE=module)
+    assert [json.loads(line)["messageId"] for line in with_flag.stdout.splitlines()] == ["e1"]  # flag wins
+
+    # replay: the project's WRITE_KEY and HOST, no flags, no environment variables for them.
+    proc = cli("replay", DJANGO_SETTINGS_MODULE=module)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"replay: sent 1 message(s) to {receiver.url}"
+    assert [m["messageId"] for m in receiver.messages] == ["p1"]
+    assert WRITE_KEY not in proc.stdout + proc.stderr
+
+
+def test_replay_flags_win_over_the_django_projects_settings(cli: Cli, receiver: SegmentReceiver) -> None:
+    project_store = str(cli.cwd / "project.sqlite3")
+    store_messages(project_store, [{"type": "track", "event": "E", "userId": "u1", "messageId": "p1"}])
+    dead = f"http://127.0.0.1:{free_port()}"
+    module = django_project(
+        cli, repr({"WRITE_KEY": "wrong-key-1234", "HOST": dead, "LOCAL_STORE": project_store})
+    )
+    proc = cli("replay", "--host", receiver.url, "--write-key", WRITE_KEY, DJANGO_SETTINGS_MODULE=module)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"replay: sent 1 message(s) to {receiver.url}"
+    assert all(r.auth_ok for r in receiver.requests) and receiver.requests
+
+    nokey = django_project(cli, repr({"LOCAL_STORE": project_store}), name="nokey_settings")
+    proc = cli("replay", DJANGO_SETTINGS_MODULE=nokey)
+    assert proc.returncode == 2
+    assert (
+        "replay needs a write key: --write-key, SEGMENT['WRITE_KEY'] or SEGMENT_WRITE_KEY"
+        in one_error_line(proc)
+    )
+    bad_flag = cli("replay", "--host", "not a url", DJANGO_SETTINGS_MODULE=module)
+    assert bad_flag.returncode == 2 and "SEGMENT_HOST" in one_error_line(bad_flag)
+
+
+# ---------------------------------------------------------------------- python manage.py segment
+def manage(cli: Cli, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python example_django/manage.py segment ...`` as a user of the example shop runs it."""
+    return subprocess.run(
+        [sys.executable, str(MANAGE), "segment", *args],
+        env=cli.env(**env),
+        cwd=cli.cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_manage_py_segment_check(cli: Cli, receiver: SegmentReceiver) -> None:
+    proc = manage(cli, "check")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "settings: ok (from Django settings shop.settings)",
+        f"local store: {cli.store} (0 events)",
+        "write key: not set; events go to the local store",
+    ]
+    with_key = manage(cli, "check", SEGMENT_WRITE_KEY=WRITE_KEY, SEGMENT_HOST=receiver.url)
+    assert with_key.returncode == 0, with_key.stderr
+    assert f"host: {receiver.url} reachable, write key accepted" in with_key.stdout
+    assert WRITE_KEY not in with_key.stdout + with_key.stderr
+
+
+def test_manage_py_segment_events_and_replay(cli: Cli, receiver: SegmentReceiver) -> None:
+    store_messages(
+        cli.store,
+        [{"type": "track", "event": f"Shop {i}", "userId": "alice", "messageId": f"s{i}"} for i in range(3)],
+    )
+    proc = manage(cli, "events", "--json", "--limit", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(line)["messageId"] for line in proc.stdout.splitlines()] == ["s1", "s2"]
+    table = manage(cli, "events", "--event", "Shop 0")
+    assert table.returncode == 0 and len(table.stdout.strip().splitlines()) == 2
+    empty = manage(cli, "events", "--user", "bob")
+    assert empty.returncode == 0 and empty.stdout == ""
+    assert empty.stderr == f"events: none match in {cli.store}\n"
+
+    proc = manage(cli, "replay", SEGMENT_WRITE_KEY=WRITE_KEY, SEGMENT_HOST=receiver.url)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"replay: sent 3 message(s) to {receiver.url}"
+    assert sorted(m["messageId"] for m in receiver.messages) == ["s0", "s1", "s2"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "says"),
+    [
+        (["events", "--since", "last tuesday"], {}, "--since"),
+        (["replay"], {}, "replay needs a write key"),
+        (["check"], {"SEGMENT_HOST": "ftp://example.com"}, "SEGMENT['HOST']"),
+    ],
+)
+def test_manage_py_segment_bad_input_exits_2(
+    cli: Cli, argv: list[str], env: dict[str, str], says: str
+) -> None:
+    proc = manage(cli, *argv, **env)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("CommandError: ") and says in lines[0], proc.stderr
+    assert proc.stdout == ""
+
+
+def test_manage_py_segment_offers_the_project_commands(cli: Cli) -> None:
+    proc = manage(cli, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "{check,events,replay}" in proc.stdout
+    unknown = manage(cli, "track", "u1", "E")  # sending single calls stays with segment-middleware
+    assert unknown.returncode != 0 and "invalid choice" in unknown.stderr
+
+
+def test_manage_py_segment_reports_a_failure_like_any_command(cli: Cli) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    proc = manage(cli, "check", SEGMENT_WRITE_KEY=WRITE_KEY, SEGMENT_HOST=dead)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        f"host: {dead} not reachable (ConnectionError)",
+        "CommandError: segment check: exit status 1",
+    ]
+
+
+CALL_COMMAND = """
+import io, json, os, sys
+sys.path.insert(0, sys.argv[1])
+os.environ["DJANGO_SETTINGS_MODULE"] = "shop.settings"
+import django
+from django.core.management import call_command
+django.setup()
+out = io.StringIO()
+call_command("segment", "events", "--json", stdout=out)
+print(json.dumps(out.getvalue()))
+"""
+
+
+def test_call_command_captures_the_output(cli: Cli) -> None:
+    store_messages(cli.store, [{"type": "track", "event": "E", "userId": "u1", "messageId": "c1"}])
+    proc = subprocess.run(
+        [sys.executable, "-c", CALL_COMMAND, str(MANAGE.parent)],
+        env=cli.env(),
+        cwd=cli.cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    captured = json.loads(proc.stdout)  # only what the script printed: the command's went to `out`
+    assert json.loads(captured)["messageId"] == "c1"

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from segment_receiver import SegmentReceiver
 
-from segment_middleware import core
+from segment_middleware import ambient
 from segment_middleware.context import (
     REDACTED,
     RequestFacts,
@@ -57,11 +57,11 @@ WORDS = frozenset(DEFAULT_REDACT)
 
 
 @pytest.fixture(autouse=True)
-def _keep_default_runtime() -> Iterator[None]:
-    """Runtimes made here must not become the process default that other test modules use."""
-    before = core._default
+def _keep_ambient_runtime() -> Iterator[None]:
+    """configure() calls made here must not become what other test modules' tracker() uses."""
+    before = ambient._configured
     yield
-    core.set_default_runtime(before)
+    ambient._configured = before
 
 
 # ====================================================================== settings

@@ -87,4 +87,4 @@ def test_the_panel_sees_only_its_own_requests_calls(tmp_path: Path) -> None:
         other.join()
     rt.tracker(user_id=1).track("After")
     assert [w.item.message["event"] for w in seen] == ["Mine"]
-    assert rt.delivery.flush(10) and rt.delivery.stats()["delivered"] == 3
+    assert rt.delivery.flush(10) and rt.delivery.stats()["stored"] == 3

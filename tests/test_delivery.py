@@ -28,7 +28,9 @@ def runtime(receiver: SegmentReceiver | None, store_path: str, **overrides: obje
 
 
 def balanced(stats: dict[str, int], pending: int = 0) -> bool:
-    settled = sum(stats[k] for k in ("delivered", "failed", "dropped", "spooled", "blocked", "deferred"))
+    settled = sum(
+        stats[k] for k in ("delivered", "stored", "failed", "dropped", "spooled", "blocked", "deferred")
+    )
     return stats["queued"] == settled + pending
 
 
@@ -223,7 +225,8 @@ def test_no_write_key_overflow_goes_to_the_local_store(store_path: str) -> None:
         t.track("E", {"i": i})
     assert rt.delivery.flush(10)
     s = rt.delivery.stats()
-    assert s["delivered"] == 200 and s["dropped"] == 0 and s["deferred"] == 0 and balanced(s)
+    assert s["stored"] == 200 and s["delivered"] == 0  # written to the store: not delivered anywhere
+    assert s["dropped"] == 0 and s["deferred"] == 0 and balanced(s)
     assert sorted(r.message["properties"]["i"] for r in Store(store_path).events(kind="local")) == list(
         range(200)
     )

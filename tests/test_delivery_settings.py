@@ -111,7 +111,9 @@ def gaps(requests: list[ReceivedRequest]) -> list[float]:
 
 
 def balanced(stats: dict[str, int]) -> bool:
-    settled = sum(stats[k] for k in ("delivered", "failed", "dropped", "spooled", "blocked", "deferred"))
+    settled = sum(
+        stats[k] for k in ("delivered", "stored", "failed", "dropped", "spooled", "blocked", "deferred")
+    )
     return stats["queued"] == settled
 
 

@@ -40,37 +40,58 @@ def task_env(receiver: SegmentReceiver, tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("SEGMENT_LOCAL_STORE", str(tmp_path / "s.sqlite3"))
 
 
-def _run_in_child(kind: str, receiver_url: str, store: str, queue: multiprocessing.Queue) -> None:
-    """A forked child that configures, tracks with a 60 s interval and exits: only the exit
-    hooks can deliver."""
-    import segment_middleware
+FORKING_WORKER = """
+import multiprocessing, os, sys
+from concurrent.futures import ProcessPoolExecutor
 
-    segment_middleware.configure(write_key=WRITE_KEY, host=receiver_url, local_store=store, flush_interval=60)
+import segment_middleware
+
+
+def task(args):
+    user, i = args
+    segment_middleware.tracker(user_id=user).track("Task Ran", {"i": i, "pid": os.getpid()})
+    return os.getpid()
+
+
+if __name__ == "__main__":
+    kind, url, store, key = sys.argv[1:]
+    segment_middleware.configure(write_key=key, host=url, local_store=store, flush_interval=60)
     if kind == "pool":
         with multiprocessing.get_context("fork").Pool(2) as pool:
-            pids = pool.map(_task, [("pool", i) for i in range(10)])
+            pids = pool.map(task, [("pool", i) for i in range(10)])
             pool.close()
             pool.join()
     else:
         with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as executor:
-            pids = list(executor.map(_task, [("executor", i) for i in range(10)]))
-    queue.put(sorted(set(pids)))
+            pids = list(executor.map(task, [("executor", i) for i in range(10)]))
+    print(" ".join(map(str, sorted(set(pids)))))
+"""
 
 
 @pytest.mark.parametrize("kind", ["pool", "executor"])
 def test_forked_task_workers_deliver_on_exit(receiver: SegmentReceiver, tmp_path: Path, kind: str) -> None:
-    ctx = multiprocessing.get_context("fork")
-    queue: multiprocessing.Queue = ctx.Queue()
-    parent = ctx.Process(target=_run_in_child, args=(kind, receiver.url, str(tmp_path / "s.sqlite3"), queue))
-    parent.start()
-    parent.join(60)
-    assert parent.exitcode == 0
-    pids = queue.get(timeout=5)
+    """A plain script (its own interpreter: no framework set up) that configures, then forks
+    a pool whose tasks track with a 60 s interval and return at once: only the workers' exit
+    hooks can deliver."""
+    script = tmp_path / "worker.py"
+    script.write_text(FORKING_WORKER)
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("SEGMENT_") and k != "DJANGO_SETTINGS_MODULE"
+    }
+    done = subprocess.run(
+        [sys.executable, str(script), kind, receiver.url, str(tmp_path / "s.sqlite3"), WRITE_KEY],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    pids = {int(pid) for pid in done.stdout.split()}
     msgs = receiver.wait_for(10, timeout=10)
     receiver.wait_answered()  # every sending process has exited: this is the final count
     assert sorted(m["properties"]["i"] for m in receiver.messages) == list(range(10))
     assert {m["userId"] for m in msgs} == {kind}
-    assert {m["properties"]["pid"] for m in receiver.messages} <= set(pids)
+    assert {m["properties"]["pid"] for m in receiver.messages} <= pids
     assert all(len(v) == 1 for v in receiver.by_message_id().values())
 
 

@@ -41,3 +41,27 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         ]
     return []
+
+
+@register(Tags.security, deploy=True)
+def check_write_key_in_production(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """``check --deploy``: with DEBUG off and no write key, every event of the live site
+    would go to a SQLite file on the server instead of Segment, which nobody notices until
+    the dashboards stay empty."""
+    if settings.DEBUG:
+        return []
+    from .conf import load_settings
+
+    try:
+        if not load_settings().uses_store:
+            return []
+    except Exception:  # an invalid setting: check_settings reports it
+        return []
+    return [
+        Warning(
+            "DEBUG is off and there is no Segment write key, so events go to the local store, "
+            "not to Segment.",
+            hint="Set SEGMENT['WRITE_KEY'] (or the SEGMENT_WRITE_KEY environment variable).",
+            id="segment.W101",
+        )
+    ]

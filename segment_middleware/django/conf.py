@@ -44,6 +44,28 @@ def setting_problems() -> list[Problem]:
     return problems(None, framework, style="django")
 
 
+def file_url_paths() -> tuple[str, ...]:
+    """``STATIC_URL`` and ``MEDIA_URL`` when they are paths on this site: files, not pages,
+    so never tracked (added to EXCLUDE_PATHS). Not when they are URLs on another host (a
+    CDN: those requests never reach us), nor a bare ``"/"`` (every path). Django puts the
+    script prefix in front of a relative value; the exclusions match the path the app
+    routes (without it), so it is taken off again."""
+    from django.conf import settings as django_settings
+    from django.urls import get_script_prefix
+
+    script = get_script_prefix()
+    found: list[str] = []
+    for name in ("STATIC_URL", "MEDIA_URL"):
+        url = getattr(django_settings, name, None)
+        if not isinstance(url, str) or not url.startswith("/") or url.startswith("//"):
+            continue
+        if script != "/" and url.startswith(script):
+            url = url[len(script) - 1 :]
+        if url != "/" and url not in found:
+            found.append(url)
+    return tuple(found)
+
+
 def get_runtime() -> Runtime:
     """The process's runtime for Django, built on first use."""
     global _runtime
@@ -56,7 +78,7 @@ def get_runtime() -> Runtime:
                     settings = load_settings()
                 except SettingsError as exc:
                     raise ImproperlyConfigured(str(exc)) from None
-                _runtime = Runtime(settings)
+                _runtime = Runtime(settings.replace(exclude_paths=settings.exclude_paths + file_url_paths()))
     return _runtime
 
 

@@ -66,6 +66,46 @@ def _evaluated_user(request: Any) -> tuple[bool, Any]:
     return True, user
 
 
+TOOLBAR_APP = "djdt"  # django-debug-toolbar's URL app_name (debug_toolbar.APP_NAME)
+
+
+def toolbar_prefix() -> str | None:
+    """django-debug-toolbar's URL prefix (``"/__debug__/"``) when the toolbar is installed
+    and the root URLconf includes its URLs under plain ``path()`` segments, as its docs set
+    it up; None when it is not installed or the prefix cannot be read (a regex, a path
+    converter, ``i18n_patterns``): then its views are known only once resolved, by their
+    ``djdt`` namespace (see ``_end``). The toolbar's own requests (panels, history) are
+    tooling, not pages."""
+    from django.apps import apps
+
+    if not apps.is_installed("debug_toolbar"):
+        return None
+    from django.urls import URLResolver, get_resolver
+    from django.urls.resolvers import RoutePattern
+
+    def find(patterns: Any, prefix: str, depth: int) -> str | None:
+        for entry in patterns:
+            pattern = getattr(entry, "pattern", None)
+            if not isinstance(entry, URLResolver) or not isinstance(pattern, RoutePattern):
+                continue
+            if pattern.converters:
+                continue
+            route = prefix + str(pattern)
+            if entry.app_name == TOOLBAR_APP:
+                return route if route != "/" else None  # at the root: every path would match
+            if depth < 3:  # the documented setup is at the top level; includes a few deep
+                found = find(entry.url_patterns, route, depth + 1)
+                if found is not None:
+                    return found
+        return None
+
+    try:
+        return find(get_resolver().url_patterns, "/", 0)
+    except Exception as exc:  # a broken URLconf fails the request itself, not us here
+        log.debug("segment: django-debug-toolbar's prefix not read (%s)", type(exc).__name__)
+        return None
+
+
 def _load_user(request: Any) -> Any:
     user = request.user
     _ = user.is_authenticated  # evaluates the lazy object, here on a worker thread
@@ -80,6 +120,7 @@ class SegmentMiddleware:
     async_capable = True
 
     def __init__(self, get_response: Any) -> None:
+        from django.apps import apps
         from django.conf import settings as django_settings
 
         self.get_response = get_response
@@ -89,6 +130,8 @@ class SegmentMiddleware:
         self._id_key = "HTTP_" + s.anonymous_id_header.upper().replace("-", "_")
         # Read once, like the rest of the configuration (see _begin).
         self._proxy_ssl = bool(getattr(django_settings, "SECURE_PROXY_SSL_HEADER", None))
+        self._toolbar = toolbar_prefix()  # its URLs are never tracked
+        self._toolbar_namespace = self._toolbar is None and apps.is_installed("debug_toolbar")
         self._async = iscoroutinefunction(get_response)
         if self._async:
             markcoroutinefunction(self)
@@ -132,7 +175,8 @@ class SegmentMiddleware:
     # ------------------------------------------------------------------ shared
     def _begin(self, request: Any, resolver: Any) -> Tracker:
         runtime = self.runtime
-        if not runtime.tracks(request.path_info, request.method):  # the path the app routes
+        path = request.path_info  # the path the app routes
+        if not runtime.tracks(path, request.method) or (self._toolbar and path.startswith(self._toolbar)):
             return untracked()
         meta = request.META
         # request.scheme reads settings on every call; without a proxy header it is the
@@ -162,9 +206,12 @@ class SegmentMiddleware:
 
     def _end(self, request: Any, tracker: Tracker, response: Any, user_id: str | None) -> None:
         match = getattr(request, "resolver_match", None)
+        if match is not None and self._toolbar_namespace and TOOLBAR_APP in match.app_names:
+            self.runtime.skip(tracker)  # the toolbar's view, under a prefix not known before
+            return
         route = match.view_name if match is not None else None
         cookie = self.runtime.finish(
-            tracker, 500 if response is None else response.status_code, route, user_id
+            tracker, 500 if response is None else response.status_code, route, user_id, match is not None
         )
         if cookie is not None and response is not None and cookie.name not in response.cookies:
             response.set_cookie(

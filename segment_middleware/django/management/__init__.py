@@ -1,0 +1,1 @@
+"""Management commands of the ``segment_middleware.django`` app."""
