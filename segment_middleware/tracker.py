@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .ecommerce import B2B, Ecommerce
+from .spec_methods import B2B, Ecommerce
 from .jsonable import jsonable
 
 if TYPE_CHECKING:

@@ -21,10 +21,11 @@ from segment_receiver import SegmentReceiver
 
 import segment_middleware
 from segment_middleware.core import Runtime
-from segment_middleware.ecommerce import B2B, Ecommerce
+from segment_middleware.ecommerce import accepts_int
 from segment_middleware.settings import Settings
 from segment_middleware.spec_events import B2B as B2B_EVENTS
 from segment_middleware.spec_events import ECOMMERCE, PRODUCT, SpecEvent
+from segment_middleware.spec_methods import B2B, Ecommerce
 from segment_middleware.testing import capture
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,6 +98,31 @@ def test_each_method_takes_the_spec_properties_typed(event: SpecEvent, b2b: bool
     assert params["properties"].kind is inspect.Parameter.VAR_KEYWORD
     assert ("group_id" in params) is b2b
     assert event.event in (getattr(cls, event.method).__doc__ or "")
+
+
+@pytest.mark.parametrize(("event", "b2b"), ALL, ids=[e.method for e, _ in ALL])
+def test_each_string_annotation_admits_an_int_exactly_where_the_call_takes_one(
+    event: SpecEvent, b2b: bool, tracker: Any
+) -> None:
+    """An identifier (``order_id``, ``sku``) takes an int and sends it as a string; any other
+    string (``currency``, ``name``) takes text only. The generated signature says the same."""
+    method = getattr(tracker.b2b if b2b else tracker.ecommerce, event.method)
+    params = inspect.signature(method).parameters
+    required = {"group_id": "acme"} if b2b else {}
+    for prop in event.properties:
+        if prop.type != "string":
+            continue
+        takes_int = accepts_int(prop.name)
+        assert params[prop.name].annotation.removesuffix(" | None") == ("str | int" if takes_int else "str")
+        given = {p.name: SAMPLES[p.type] for p in event.properties if p.name in event.identifying}
+        given[prop.name] = 7
+        with capture() as events:
+            if takes_int:
+                method(**given, **required)
+                assert events[0]["properties"][prop.name] == "7"
+            else:
+                with pytest.raises(TypeError, match=f"{prop.name} must be a string, got int"):
+                    method(**given, **required)
 
 
 def _call(event: SpecEvent, b2b: bool, tracker: Any) -> dict[str, Any]:
@@ -187,6 +213,17 @@ def test_values_become_json_and_int_ids_strings(tracker: Any) -> None:
         (lambda e: e.product_list_filtered("l", filters="x"), TypeError, "filters must be a list, got str"),
         (lambda e: e.checkout_step_viewed(step="2"), TypeError, "checkout_step_viewed(): step must be"),
         (lambda e: e.order_completed("o", nested=object()), TypeError, "object is not JSON-serializable"),
+        (lambda e: e.order_completed("o", currency=978), TypeError, "currency must be a string, got int"),
+        (
+            lambda e: e.product_added(product_id="p", name=7),
+            TypeError,
+            "product_added(): name must be a string, got int",
+        ),
+        (
+            lambda e: e.order_completed("o", products=[{"product_id": 1, "brand": 2}]),
+            TypeError,
+            "products[0].brand must be a string, got int",
+        ),
     ],
 )  # fmt: skip
 def test_mistakes_raise_at_the_call_naming_the_field(
