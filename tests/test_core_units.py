@@ -1156,9 +1156,10 @@ def test_settings_built_directly_are_validated_and_normalised(store_path: str) -
         Settings().replace(flush_at=0)
 
 
-def test_the_readme_settings_table_lists_every_setting() -> None:
-    """The table in README.md and the Settings rows are one list: a new setting needs its row."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+def test_the_settings_page_lists_every_setting() -> None:
+    """The table in docs/settings.md and the Settings rows are one list: a new setting needs
+    its row; the page names the last check id."""
+    readme = (Path(__file__).resolve().parent.parent / "docs" / "settings.md").read_text()
     table = readme.split("| setting | default | meaning |", 1)[1].split("\n\n", 1)[0]
     documented = set()
     for line in table.splitlines()[2:]:
@@ -1168,6 +1169,7 @@ def test_the_readme_settings_table_lists_every_setting() -> None:
     assert documented == rows
     ids = [f.metadata["id"] for f in dataclasses.fields(Settings)]
     assert len(set(ids)) == len(ids) and all(re.fullmatch(r"segment\.E0\d\d", i) for i in ids)
+    assert f"`{ids[-1].split('.')[1]}` `{dataclasses.fields(Settings)[-1].name.upper()}`" in readme
 
 
 def test_a_request_ends_once_however_often_an_adapter_says_so(local_runtime: Runtime) -> None:
