@@ -107,9 +107,32 @@ def _rules(validator: Any, instance: Any, root: str) -> list[str]:
     return sorted(set(found))
 
 
+#: Plans compiled in this process, by file and version of its contents: validating the
+#: settings compiles the plan, and every later use of the same unchanged file (the runtime,
+#: Django's system checks, a second app) gets that same Plan instead of reading it again.
+_COMPILED: dict[tuple[str, int, int], Plan] = {}
+_COMPILED_MAX = 16
+
+
 def load_plan(path: str) -> Plan:
-    """Read and compile the plan at ``path`` (JSON, or YAML by its suffix)."""
+    """The compiled plan at ``path`` (JSON, or YAML by its suffix): read and compiled once
+    per version of the file."""
     file = Path(path)
+    try:
+        stat = file.stat()
+    except OSError as exc:
+        raise PlanError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+    key = (str(file.resolve()), stat.st_mtime_ns, stat.st_size)
+    plan = _COMPILED.get(key)
+    if plan is None:
+        plan = _read_plan(file, path)
+        if len(_COMPILED) >= _COMPILED_MAX:
+            _COMPILED.clear()
+        _COMPILED[key] = plan
+    return plan
+
+
+def _read_plan(file: Path, path: str) -> Plan:
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:

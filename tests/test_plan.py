@@ -194,3 +194,29 @@ def test_plan_check_input_errors_are_one_line_and_exit_2(
 ) -> None:
     code, _, err = cli(["plan", "check", *make(tmp_path)], capsys)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_plan_file_is_read_once_per_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validating the settings compiles the plan; the runtime, a second app and the checks
+    use that compiled plan. A changed file is read again."""
+    from segment_middleware import plan as plan_module
+
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps({"events": {"A": {"type": "object"}}}))
+    reads: list[str] = []
+    real = Path.read_text
+
+    def counting(self: Path, *args: Any, **kwargs: Any) -> str:
+        if self.name == "plan.json":
+            reads.append(str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counting)
+    monkeypatch.setattr(plan_module, "_COMPILED", {})
+    first = Settings(tracking_plan=str(path), local_store=str(tmp_path / "s.sqlite3"))
+    second = Settings(tracking_plan=str(path), local_store=str(tmp_path / "t.sqlite3"))
+    assert first.plan is second.plan is not None
+    assert len(reads) == 1
+    path.write_text(json.dumps({"events": {"A": {"type": "object"}, "B": {"type": "object"}}}))
+    third = Settings(tracking_plan=str(path), local_store=str(tmp_path / "u.sqlite3"))
+    assert third.plan is not first.plan and len(reads) == 2

@@ -30,9 +30,18 @@ def _framework_values() -> dict[str, Any]:
     return framework
 
 
+_loaded: Settings | None = None
+
+
 def load_settings() -> Settings:
-    """Validate ``settings.SEGMENT``; raises SettingsError naming the first bad key."""
-    return Settings.from_sources(None, _framework_values(), style="django")
+    """``settings.SEGMENT`` validated, once per process (and again after a test's
+    ``override_settings(SEGMENT=...)``): the runtime, the deploy check and the CLI share it.
+    Raises SettingsError naming the first bad key."""
+    global _loaded
+    loaded = _loaded
+    if loaded is None:
+        loaded = _loaded = Settings.from_sources(None, _framework_values(), style="django")
+    return loaded
 
 
 def setting_problems() -> list[Problem]:
@@ -83,10 +92,12 @@ def get_runtime() -> Runtime:
 
 
 def reset() -> None:
-    """Forget the runtime: the next middleware (or log-in signal) builds it anew."""
-    global _runtime
+    """Forget the settings and the runtime: the next middleware (or log-in signal) builds
+    them anew."""
+    global _runtime, _loaded
     with _lock:
         _runtime = None
+        _loaded = None
 
 
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
