@@ -22,47 +22,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-WRITE_KEY = "bench-delivery-key"
+import common
+
 PROPS = {"product_id": "p-123", "sku": "SKU-9", "price": 24.5, "currency": "USD", "category": "coffee"}
 
 
-def start_receiver() -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(Path(__file__).resolve().parent.parent / "tests" / "segment_receiver.py"),
-            "--port",
-            "0",
-            "--write-key",
-            WRITE_KEY,
-            "--max-seconds",
-            "600",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline().strip()
-    if not line.startswith("listening on "):
-        proc.kill()
-        raise SystemExit(f"receiver did not start: {line!r}")
-    return proc, line.split("listening on ", 1)[1]
-
-
-def stop_receiver(proc: subprocess.Popen[str]) -> dict[str, int]:
-    proc.terminate()
-    out, _ = proc.communicate(timeout=30)
-    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
-
-
 def child(kind: str, host: str, count: int) -> dict[str, Any]:
-    """Runs in a fresh process: make ``count`` calls, flush, report times."""
+    """Runs in a fresh process: make ``count`` calls, flush, report times (imports untimed)."""
+    from segment.analytics import Client
+
+    import segment_middleware
+
     cpu0, wall0 = time.process_time(), time.perf_counter()
     if kind == "ours":
-        import segment_middleware
-
         store = os.path.join(tempfile.mkdtemp(prefix="bench-delivery-"), "spool.sqlite3")
-        segment_middleware.configure(write_key=WRITE_KEY, host=host, max_queue_size=count, local_store=store)
+        segment_middleware.configure(
+            write_key=common.WRITE_KEY, host=host, max_queue_size=count, local_store=store
+        )
         tracker = segment_middleware.tracker(user_id="bench-user")
         for i in range(count):
             tracker.track("Product Viewed", {**PROPS, "i": i})
@@ -70,14 +46,11 @@ def child(kind: str, host: str, count: int) -> dict[str, Any]:
         ok = segment_middleware.flush(timeout=120)
         stats = segment_middleware.stats()
     else:
-        from segment.analytics import Client
-
-        client = Client(WRITE_KEY, host=host, max_queue_size=count)
+        client = Client(common.WRITE_KEY, host=host, max_queue_size=count)
         for i in range(count):
             client.track(user_id="bench-user", event="Product Viewed", properties={**PROPS, "i": i})
         calls_done = time.perf_counter()
-        client.flush()
-        ok = True
+        ok = common.sdk_flush(client, 120)
         stats = {}
     wall = time.perf_counter() - wall0
     cpu = time.process_time() - cpu0
@@ -92,10 +65,10 @@ def child(kind: str, host: str, count: int) -> dict[str, Any]:
 
 
 def run(kind: str, count: int) -> dict[str, Any]:
-    receiver, host = start_receiver()
+    receiver = common.Receiver()
     try:
         proc = subprocess.run(
-            [sys.executable, __file__, "--child", kind, "--host", host, "--messages", str(count)],
+            [sys.executable, __file__, "--child", kind, "--host", receiver.url, "--messages", str(count)],
             capture_output=True,
             text=True,
             timeout=300,
@@ -103,10 +76,12 @@ def run(kind: str, count: int) -> dict[str, Any]:
         if proc.returncode != 0:
             raise SystemExit(f"{kind} child failed:\n{proc.stderr[-2000:]}")
         result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+        counts = receiver.summary()
     finally:
-        result_counts = stop_receiver(receiver)
-    result["received"] = result_counts["messages"]
-    result["posts"] = result_counts["requests"]
+        receiver.stop()
+    result["received"] = counts["messages"]
+    result["message_ids"] = counts["message_ids"]
+    result["posts"] = counts["requests"]
     result["per_second"] = result["received"] / result["wall_seconds"]
     result["cpu_us_per_message"] = result["cpu_seconds"] / max(1, result["received"]) * 1e6
     result["caller_us_per_call"] = result["calls_seconds"] / count * 1e6
@@ -140,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         f"ours/sdk: throughput {ours['per_second'] / sdk['per_second']:.2f}x, "
         f"cpu per message {ours['cpu_us_per_message'] / sdk['cpu_us_per_message']:.2f}x"
     )
-    complete = all(r["received"] == args.messages for r in results.values())
+    complete = all(r["received"] == r["message_ids"] == args.messages for r in results.values())
     print(f"every message received by both: {'yes' if complete else 'NO'}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
