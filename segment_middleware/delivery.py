@@ -6,15 +6,15 @@ the README and bench/README.md):
 - its ``page()`` does tens of microseconds of work on the caller's thread and serializes
   each message three times; here the request path only appends to a deque, and the sender
   thread builds each message and encodes it once (``messages``);
-- it is not fork-safe; here every process gets its own queue, thread and HTTP session;
+- it is not fork-safe; here every process gets its own queue, thread and HTTP connection;
 - its exit hook does not drain the queue and ``flush()`` has no bound; here exit flushes
   within ``SHUTDOWN_TIMEOUT`` and spools the rest;
 - it drops silently; here every message is accounted for in :meth:`Delivery.stats`.
 
-What it does well is reused (``http.py``): its HTTP session's settings, auth, ``APIError``,
-``parse_retry_after``, retryable-status rules and backoff schedule; the body is ours,
-joined from the already-encoded messages instead of serializing the batch again, and
-posted over a kept-alive connection when the session would add nothing to it.
+What it does well is reused (``http.py``): its auth, ``APIError``, ``parse_retry_after``,
+retryable-status rules and backoff schedule; the body is ours, joined from the
+already-encoded messages instead of serializing the batch again, and posted with urllib3
+over one kept-alive connection per sender.
 """
 
 from __future__ import annotations
@@ -114,7 +114,8 @@ class Delivery:
     # ------------------------------------------------------------------ request path
     def _fresh(self) -> None:
         """In a forked child, the first use renews this pipeline: an empty queue, its own
-        threads, store handle and HTTP session; the parent keeps sending what it queued."""
+        threads (each with its own HTTP connection), store handle and the SDK's session; the
+        parent keeps sending what it queued."""
         if self._generation != lifecycle.generation:
             with lifecycle.fork_lock:
                 if self._generation != lifecycle.generation:
@@ -455,7 +456,9 @@ _hooks_installed = False
 
 def _renew_sdk_session() -> None:
     """A forked child's first pipeline gives the SDK a new HTTP session: never the
-    parent's sockets. Called under ``lifecycle.fork_lock``."""
+    parent's sockets. The senders post through their own pools (``http.py``, renewed with
+    the senders); the SDK's session is what ``segment-middleware check`` and the app's own
+    SDK calls use. Called under ``lifecycle.fork_lock``."""
     global _session_generation
     if _session_generation == lifecycle.generation:
         return

@@ -1,46 +1,52 @@
-"""Posting one batch to ``/v1/batch``, with the SDK's session settings, auth and retry policy.
+"""Posting one batch to ``/v1/batch``: urllib3 for the connection, the SDK for the policy.
 
 Why not the SDK's own ``post()`` / ``Consumer.request()``: they serialize the whole batch
 again although every message is already encoded (the sender needs it for the 32 KB check
-and the spool); bench/delivery.py measures the difference. What is the SDK's: its
-``requests`` session's effective settings (proxies from the environment, certificates,
-netrc; the session itself whenever a proxy, adapter, hook, cookie or redirect is
-involved), ``APIError``, ``parse_retry_after``, its retryable-status rules and its backoff
-schedule (first retry at once, then 0.5 s doubling up to 60 s, ``MAX_RETRIES`` counted
-retries, rate-limited waits uncounted within a 30-minute budget).
+and the spool). What is the SDK's: ``APIError``, ``parse_retry_after``, its
+retryable-status rules and its backoff schedule (first retry at once, then 0.5 s doubling
+up to 60 s, ``MAX_RETRIES`` counted retries, rate-limited waits uncounted within a
+30-minute budget). What is urllib3's: one kept-alive connection per poster (so per sender
+thread), TLS verified, the proxy the environment names. urllib3's own retries and
+redirects are off, so every retry, and every wait before one, follows the SDK's policy
+here and can be cut short by shutdown.
 """
 
 from __future__ import annotations
 
 import base64
 import gzip as _gzip
+import json
 import os
 import random
-import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
-import requests
-import requests.adapters
-from requests.structures import CaseInsensitiveDict
-from requests.utils import DEFAULT_CA_BUNDLE_PATH, get_encoding_from_headers, select_proxy
-from segment.analytics import request as sdk_request
+import urllib3
+from requests.utils import (
+    DEFAULT_CA_BUNDLE_PATH,
+    get_auth_from_url,
+    get_environ_proxies,
+    prepend_scheme_if_needed,
+    select_proxy,
+)
 from segment.analytics.request import APIError, parse_retry_after
 from segment.analytics.version import VERSION as SDK_VERSION
-from urllib3.util.wait import wait_for_read
 
-from .http1 import Answer, read_answer, request_head
+from . import lifecycle
 from .messages import iso_timestamp
 from .version import __version__
 
-__all__ = ["APIError", "BatchPoster", "Interrupted"]
+if TYPE_CHECKING:
+    from urllib3.response import BaseHTTPResponse
+
+__all__ = ["APIError", "BatchPoster", "Interrupted", "backoff_delay", "connection_pool", "retryable"]
 
 MAX_TOTAL_BACKOFF = 43200.0  # the SDK's DEFAULT_MAX_TOTAL_BACKOFF_DURATION
 MAX_RATE_LIMIT = 1800.0  # the SDK's DEFAULT_MAX_RATE_LIMIT_DURATION
+MAX_REDIRECTS = 30  # requests' DEFAULT_REDIRECT_LIMIT
 
 
 class Interrupted(Exception):
@@ -62,19 +68,66 @@ def backoff_delay(attempt: int) -> float:
     return float(min(base + random.uniform(0, 0.1 * base), 60.0))
 
 
-def _api_error(res: Any) -> APIError:
-    if 300 <= res.status_code < 400:
-        return APIError(res.status_code, "redirect", res.reason, res)
+def _api_error(res: BaseHTTPResponse) -> APIError:
+    """The SDK's reading of a refusal: Segment's ``{"code", "message"}`` body when there is one."""
+    if 300 <= res.status < 400:
+        return APIError(res.status, "redirect", res.reason or "redirect not followed", res)
     try:
-        payload = res.json()
-        return APIError(res.status_code, payload["code"], payload["message"], res)
+        payload = json.loads(res.data)
+        return APIError(res.status, payload["code"], payload["message"], res)
     except (ValueError, KeyError, TypeError):
-        return APIError(res.status_code, "unknown", res.text[:200], res)
+        return APIError(res.status, "unknown", res.data[:200].decode("utf-8", "replace"), res)
+
+
+def _ca_location() -> dict[str, str]:
+    """Where the endpoint's certificate is checked: requests' choice (REQUESTS_CA_BUNDLE,
+    else CURL_CA_BUNDLE), else OpenSSL's variables (SSL_CERT_FILE, SSL_CERT_DIR), else the
+    bundle requests ships with (certifi), which is what the SDK's session verified with."""
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):
+        path = os.environ.get(name)
+        if path:
+            return {"ca_cert_dir": path} if os.path.isdir(path) else {"ca_certs": path}
+    directory = os.environ.get("SSL_CERT_DIR")
+    if directory:
+        return {"ca_cert_dir": directory}
+    return {"ca_certs": DEFAULT_CA_BUNDLE_PATH}
+
+
+def connection_pool(url: str) -> urllib3.PoolManager:
+    """One kept-alive connection to ``url``'s origin, through the proxy the environment
+    names for it (HTTPS_PROXY / HTTP_PROXY / ALL_PROXY, unless NO_PROXY matches, read as
+    requests reads them), TLS verified. The environment is read here, once per pool."""
+    options: dict[str, Any] = {"num_pools": 2, "maxsize": 1, "cert_reqs": "CERT_REQUIRED", **_ca_location()}
+    proxy = select_proxy(url, get_environ_proxies(url))
+    if not proxy:
+        return urllib3.PoolManager(**options)
+    proxy = prepend_scheme_if_needed(proxy, "http")
+    if proxy.lower().startswith("socks"):  # needs PySocks, as it does for requests
+        from urllib3.contrib.socks import SOCKSProxyManager
+
+        return SOCKSProxyManager(proxy, **options)
+    user, password = get_auth_from_url(proxy)
+    headers = urllib3.make_headers(proxy_basic_auth=f"{user}:{password}") if user else None
+    return urllib3.ProxyManager(proxy, proxy_headers=headers, **options)
+
+
+def _same_origin(url: str, location: str) -> bool:
+    """A redirect that may carry the write key: the same host and port, or the same host
+    upgraded from http to https (what requests keeps the Authorization header for)."""
+    a, b = urlsplit(url), urlsplit(location)
+    if a.hostname != b.hostname:
+        return False
+    if a.scheme == b.scheme:
+        return a.port == b.port
+    return a.scheme == "http" and b.scheme == "https" and a.port in (None, 80) and b.port in (None, 443)
 
 
 class BatchPoster:
     """Posts pre-serialized messages; raises APIError or a network error once retries
-    are spent, :class:`Interrupted` when ``abort`` is set during a wait."""
+    are spent, :class:`Interrupted` when ``abort`` is set during a wait.
+
+    Not thread-safe: one poster per sender thread, each with its own connection.
+    """
 
     def __init__(
         self,
@@ -87,77 +140,70 @@ class BatchPoster:
         abort: threading.Event,
         on_retry: Callable[[], None] = lambda: None,
     ) -> None:
-        self.url = host.rstrip("/") + "/v1/batch"
-        self.timeout = timeout
+        parts = urlsplit(host.rstrip("/") + "/v1/batch")
+        # Credentials in HOST (a proxy in front of Segment) are the Basic auth, as requests
+        # makes them; they never stay in the URL, which error texts may quote.
+        user, password = get_auth_from_url(parts.geturl())
+        self.url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+        self.timeout = timeout  # lowered by the sender at shutdown
         self.max_retries = max_retries
         self.gzip = gzip
         self.abort = abort
         self.on_retry = on_retry
-        token = base64.b64encode(f"{write_key}:".encode()).decode()
+        credentials = f"{user}:{password}" if user else f"{write_key}:"
         self.headers = {
             "Content-Type": "application/json",
             "User-Agent": f"analytics-python/{SDK_VERSION} segment-middleware/{__version__}",
-            "Authorization": f"Basic {token}",
+            "Authorization": "Basic " + base64.b64encode(credentials.encode()).decode(),
         }
         if gzip:
             self.headers["Content-Encoding"] = "gzip"
-        self._template: _Template | None = None
+        self._pool: urllib3.PoolManager | None = None
+        self._generation = lifecycle.generation
 
-    def _send(self, body: bytes, retry: int) -> Any:
-        """One POST with the SDK session's settings: None when the endpoint accepted the
-        batch (2xx), else its answer as a ``requests.Response``.
+    def close(self) -> None:
+        """Close the kept-alive connection (a new one opens on the next post)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.clear()
 
-        ``Session.post`` re-reads the environment (proxies, CA bundle, netrc) and re-merges
-        headers on every call, holding the GIL that the app's requests need. So the
-        session's effective settings are worked out once per session (the same
-        ``prepare_request`` / ``merge_environment_settings`` calls ``post`` makes) and, in the
-        common case, the batch goes over one kept-alive connection (``_Direct``).
-        The session is used as before whenever anything would make the two differ: a proxy
-        for the endpoint, a custom adapter or hooks, cookies set by the endpoint, a redirect.
+    def _connections(self) -> urllib3.PoolManager:
+        if self._generation != lifecycle.generation:
+            # Forked: the inherited sockets are the parent's. Dropped, not closed, so the
+            # parent's connection is left as it was.
+            self._pool, self._generation = None, lifecycle.generation
+        if self._pool is None:
+            self._pool = connection_pool(self.url)
+        return self._pool
+
+    def _send(self, body: bytes, retry: int) -> BaseHTTPResponse | None:
+        """One POST: None when the endpoint accepted the batch (2xx), else its answer.
+
+        A 307/308 to the same origin is followed, body and key included, as requests
+        followed it; any other redirect is the answer (an ``APIError`` "redirect": a 301,
+        302 or 303 would turn the batch into a GET, and another origin must not get the key).
         """
-        session = sdk_request._session
-        template = self._template
-        if template is None or template.session is not session or template.config != _config(session):
-            template = self._template = self._prepare_template(session)
-        direct = template.direct
-        if direct is not None and not session.cookies:
-            answer = direct.post(body, retry, self.timeout)
-            if 200 <= answer.status < 300:
+        headers = self.headers if not retry else {**self.headers, "X-Retry-Count": str(retry)}
+        url = self.url
+        for _ in range(MAX_REDIRECTS + 1):
+            res = self._connections().urlopen(
+                "POST", url, body=body, headers=headers, retries=False, redirect=False, timeout=self.timeout
+            )
+            if 200 <= res.status < 300:
                 return None
-            if not 300 <= answer.status < 400:
-                return _response(self.url, answer)
-            # A redirect: let requests follow it, as it always did.
-        if session.cookies:
-            headers = self.headers if not retry else {**self.headers, "X-Retry-Count": str(retry)}
-            res = session.post(self.url, data=body, headers=headers, timeout=self.timeout)
-        else:
-            post = template.prepared.copy()
-            post.body = body
-            post.headers["Content-Length"] = str(len(body))
-            if retry:
-                post.headers["X-Retry-Count"] = str(retry)
-            res = session.send(post, timeout=self.timeout, allow_redirects=True, **template.settings)
-        return None if 200 <= res.status_code < 300 else res
-
-    def _prepare_template(self, session: Any) -> _Template:
-        if self._template is not None and self._template.direct is not None:
-            self._template.direct.close()
-        request = requests.Request("POST", self.url, headers=self.headers, data=b"{}")
-        prepared = session.prepare_request(request)
-        settings = session.merge_environment_settings(prepared.url, {}, None, None, None)
-        direct = None
-        try:
-            if (
-                select_proxy(prepared.url, settings["proxies"]) is None
-                and type(session.get_adapter(prepared.url)) is requests.adapters.HTTPAdapter
-                and not any(session.hooks.values())
-                and not any(prepared.hooks.values())
-            ):
-                headers = {k: v for k, v in prepared.headers.items() if k.lower() not in _HOP_HEADERS}
-                direct = _Direct(prepared.url, headers, settings["verify"], settings["cert"])
-        except Exception:  # anything unusual: the session does it all, as before
-            direct = None
-        return _Template(session, _config(session), prepared, settings, direct)
+            if 100 <= res.status < 200:
+                # An interim answer other than 100 Continue, which http.client takes for the
+                # final one: the real answer is still on its way, so the connection cannot
+                # carry another request.
+                self.close()
+            location = res.headers.get("Location")
+            if res.status not in (307, 308) or not location:
+                return res
+            target = urljoin(url, location)
+            if not _same_origin(url, target):
+                return res
+            url = target
+        return res
 
     def _wait(self, seconds: float) -> None:
         self.on_retry()
@@ -191,7 +237,7 @@ class BatchPoster:
                 if res is None:  # accepted
                     return
                 error = _api_error(res)
-                if not retryable(res.status_code):
+                if not retryable(res.status):
                     raise error
                 delay = parse_retry_after(res)
                 if delay:  # rate limited: wait as asked, uncounted, within the budget
@@ -207,123 +253,3 @@ class BatchPoster:
             if backoffs > self.max_retries or now - first_failure >= MAX_TOTAL_BACKOFF:
                 raise error
             self._wait(backoff_delay(backoffs))
-
-
-class _Template(NamedTuple):
-    """What one session's ``post`` would do, worked out once: valid while the session is
-    the SDK's and its configuration (``config``) has not changed since."""
-
-    session: Any
-    config: tuple[Any, ...]
-    prepared: Any  # the prepared request, copied per post
-    settings: dict[str, Any]  # merge_environment_settings: proxies, verify, cert, stream
-    direct: _Direct | None  # None: every post goes through the session
-
-
-def _config(session: Any) -> tuple[Any, ...]:
-    """What a user may change on a live session that changes how it posts: hooks,
-    adapters, proxies, certificates. Compared before each batch (not each message)."""
-    return (
-        tuple((name, tuple(hooks)) for name, hooks in session.hooks.items()),
-        tuple((prefix, id(adapter)) for prefix, adapter in session.adapters.items()),
-        tuple(sorted(session.proxies.items())),
-        session.verify,
-        session.cert,
-        session.trust_env,
-    )
-
-
-# Headers http1.request_head writes itself, or that would make the endpoint answer in a form
-# we would have to decode (requests advertises gzip and decodes; the answer is a few bytes).
-_HOP_HEADERS = frozenset(("content-length", "accept-encoding", "connection", "host", "transfer-encoding"))
-
-
-class _Direct:
-    """One kept-alive connection to the endpoint (no proxy), TLS verified with the
-    session's effective ``verify``/``cert`` (by default requests' CA bundle). The exchange
-    itself is http1.py's."""
-
-    def __init__(self, url: str, headers: dict[str, str], verify: Any, cert: Any) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"unsupported URL for a direct connection: {parts.scheme}")
-        https = parts.scheme == "https"
-        default_port = 443 if https else 80
-        self.hostname = parts.hostname
-        self.port = parts.port or default_port
-        # The Host header as http.client writes it: IDNA, the port only when not the default.
-        host = f"[{self.hostname}]" if ":" in self.hostname else self.hostname.encode("idna").decode("ascii")
-        self.host = host if self.port == default_port else f"{host}:{self.port}"
-        self.target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
-        self.headers = headers
-        self.context: ssl.SSLContext | None = _ssl_context(verify, cert) if https else None
-        self.sock: socket.socket | None = None
-
-    def _connect(self, timeout: float) -> socket.socket:
-        sock = socket.create_connection((self.hostname, self.port), timeout)
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as urllib3 does
-            if self.context is not None:
-                sock = self.context.wrap_socket(sock, server_hostname=self.hostname)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
-
-    def close(self) -> None:
-        sock, self.sock = self.sock, None
-        if sock is not None:
-            sock.close()
-
-    def post(self, body: bytes, retry: int, timeout: float) -> Answer:
-        sock = self.sock
-        if sock is not None and wait_for_read(sock, timeout=0.0):
-            # Closed by the server while idle (what urllib3's pool checks before reuse).
-            self.close()
-            sock = None
-        if sock is None:
-            sock = self.sock = self._connect(timeout)
-        else:
-            sock.settimeout(timeout)
-        headers = self.headers if not retry else {**self.headers, "X-Retry-Count": str(retry)}
-        try:
-            sock.sendall(request_head(self.target, self.host, headers, len(body)) + body)
-            answer = read_answer(sock)
-        except BaseException:
-            self.close()
-            raise
-        if not answer.keep_alive:
-            self.close()
-        return answer
-
-
-def _ssl_context(verify: Any, cert: Any) -> ssl.SSLContext:
-    """What requests/urllib3 would verify with: its CA bundle (or the one named by
-    REQUESTS_CA_BUNDLE / the session), or nothing when verify is False."""
-    if verify is False:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    elif isinstance(verify, str) and os.path.isdir(verify):
-        context = ssl.create_default_context(capath=verify)
-    else:
-        bundle = verify if isinstance(verify, str) else DEFAULT_CA_BUNDLE_PATH
-        context = ssl.create_default_context(cafile=bundle)
-    if cert:
-        if isinstance(cert, (tuple, list)):
-            context.load_cert_chain(cert[0], cert[1])
-        else:
-            context.load_cert_chain(cert)
-    return context
-
-
-def _response(url: str, answer: Answer) -> Any:
-    """A ``requests.Response`` for what the direct connection got (APIError carries it)."""
-    res = requests.Response()
-    res.status_code = answer.status
-    res.reason = answer.reason
-    res.headers = CaseInsensitiveDict(answer.headers)
-    res._content = answer.body
-    res.encoding = get_encoding_from_headers(res.headers)
-    res.url = url
-    return res

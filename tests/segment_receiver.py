@@ -112,7 +112,9 @@ class ReceivedRequest:
     ``status`` is the HTTP status we answered, or ``0`` when no response was sent (``reset()``, or the
     receiver went away while the request was being slowed down). ``body`` is the decoded JSON object
     when the body could be decoded (also for failed requests), otherwise ``None``. ``headers`` keeps the
-    header names as the client sent them.
+    header names as the client sent them. ``target`` is the request line's target as sent: the path
+    with its query, or the absolute URL a client sends to a forward proxy. ``client_port`` tells the
+    client's connections apart (keep-alive: the same port for each request on one connection).
     """
 
     path: str
@@ -122,6 +124,8 @@ class ReceivedRequest:
     auth_ok: bool
     body: dict[str, Any] | None
     received_at: float
+    target: str = ""
+    client_port: int = 0
 
 
 @dataclass
@@ -132,6 +136,7 @@ class _Failure:
     remaining: int | None
     retry_after: str | None
     body: dict[str, Any]
+    headers: dict[str, str] | None = None  # further answer headers (a redirect's Location)
 
 
 @dataclass
@@ -353,6 +358,8 @@ class SegmentReceiver:
         self._reject: MessagePredicate | None = None
         self._chaos: _Chaos | None = None
         self._chaos_counts: dict[str, int] = dict.fromkeys(CHAOS_OUTCOMES, 0)
+        self._interim: int | None = None
+        self._answer_headers: dict[str, str] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -536,12 +543,15 @@ class SegmentReceiver:
         times: int | None = None,
         retry_after: str | int | None = None,
         body: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         """Answer ``status`` to the next ``times`` ingest requests (``None``: until ``healthy()``).
 
         ``retry_after`` is sent verbatim as the ``Retry-After`` header (seconds or an HTTP date), which is
         what drives the SDK's rate-limit handling. The default body is Segment-shaped
         (``{"code": ..., "message": ...}``) because the SDK reads those fields into ``APIError``.
+        ``headers`` go with those answers too: ``fail_with(307, 1, headers={"Location": ...})`` is a
+        redirect.
         """
         if not 100 <= status <= 599:
             raise ValueError(f"not an HTTP status: {status!r}")
@@ -558,7 +568,26 @@ class SegmentReceiver:
                 remaining=times,
                 retry_after=None if retry_after is None else str(retry_after),
                 body=body,
+                headers=headers,
             )
+
+    def interim(self, status: int | None) -> None:
+        """Precede every answer with an interim ``status`` answer (``100 Continue``, ``103 Early
+        Hints``); ``None`` stops. What a proxy or server in front of Segment may send."""
+        if status is not None and not 100 <= status <= 199:
+            raise ValueError(f"not an interim status: {status!r}")
+        with self._lock:
+            self._interim = status
+
+    def answer_headers(self, headers: dict[str, str]) -> None:
+        """Add ``headers`` to every answer from now on (``{}``: none), e.g. a load balancer's
+        ``Set-Cookie``."""
+        with self._lock:
+            self._answer_headers = dict(headers)
+
+    def _decorations(self) -> tuple[int | None, dict[str, str]]:
+        with self._lock:
+            return self._interim, dict(self._answer_headers)
 
     def slow(self, seconds: float, times: int | None = None) -> None:
         """Sleep ``seconds`` before answering the next ``times`` ingest requests, then answer normally.
@@ -770,6 +799,8 @@ class SegmentReceiver:
                     auth_ok=header_auth_ok if auth_ok is None else auth_ok,
                     body=body,
                     received_at=received_at,
+                    target=handler.path,
+                    client_port=handler.client_address[1],
                 ),
                 **kw,
             )
@@ -820,6 +851,7 @@ class SegmentReceiver:
             failure = faults.failure
             record(failure.status, _try_decode(raw, is_gzip))
             extra = {"Retry-After": failure.retry_after} if failure.retry_after is not None else {}
+            extra.update(failure.headers or {})
             _respond(handler, failure.status, failure.body, extra)
             return
 
@@ -929,7 +961,14 @@ def _respond(
 ) -> None:
     """Write a JSON response with an exact Content-Length, which HTTP/1.1 keep-alive depends on."""
     data = json.dumps(payload).encode("utf-8")
+    server = handler.server
+    interim, decorations = server.receiver._decorations() if isinstance(server, _Server) else (None, {})
+    if interim is not None:
+        handler.send_response_only(interim)
+        handler.end_headers()
     handler.send_response(status)
+    for name, value in decorations.items():
+        handler.send_header(name, value)
     handler.send_header("Content-Type", "application/json")
     handler.send_header("Content-Length", str(len(data)))
     for name, value in (extra_headers or {}).items():

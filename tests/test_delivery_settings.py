@@ -423,7 +423,7 @@ def test_ashutdown_delivers_without_blocking_the_loop(
     assert result.result["ticks"] >= 30, "the event loop kept running while the slow endpoint answered"
 
 
-# ---------------------------------------------------------------------- the SDK's session
+# ---------------------------------------------------------------------- the HTTP client's environment
 def test_an_http_proxy_from_the_environment_is_used(
     receiver: SegmentReceiver, base: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -438,24 +438,6 @@ def test_an_http_proxy_from_the_environment_is_used(
     result = finish(start(body, {**base, "host": "http://127.0.0.1:9"}, tmp_path, env=proxy_env))
     assert result.stats["delivered"] == 1
     assert [m["event"] for m in receiver.messages] == ["Through The Proxy"]
-
-
-def test_hooks_on_the_sdks_session_see_every_post(
-    receiver: SegmentReceiver, base: dict[str, Any], tmp_path: Path
-) -> None:
-    """A hook on the SDK's session sees every post, also one added after posts began."""
-    body = """
-    from segment.analytics import request as sdk_request
-    seen = []
-    t.track("Before The Hook")
-    assert segment_middleware.flush(10)
-    sdk_request._session.hooks["response"].append(lambda response, **kw: seen.append(response.status_code))
-    t.track("Hooked")
-    assert segment_middleware.flush(10)
-    report(seen=seen)
-    """
-    result = run(body, base, tmp_path)
-    assert result.result["seen"] == [200] and len(receiver.messages) == 2
 
 
 @pytest.fixture
