@@ -101,7 +101,9 @@ def outage(args: argparse.Namespace) -> dict[str, Any]:
         drain_s = time.monotonic() - t0
         after_drain = segment_middleware.stats()
         segment_middleware.shutdown(10)
-        env = {**os.environ, "SEGMENT_LOCAL_STORE": store}
+        # the operator's replay: the environment's settings, not a Django project's
+        env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+        env["SEGMENT_LOCAL_STORE"] = store
         t1 = time.monotonic()
         replay = subprocess.run(
             [

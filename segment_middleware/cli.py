@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 from .replay import replay
 from .settings import Settings, SettingsError, problems
 from .store import Store, StoredEvent
+from .store_schema import CLAIMED, REJECTED, SENT
 from .version import __version__
 
 __all__ = ["PROJECT_COMMANDS", "UsageError", "add_commands", "build_parser", "dispatch", "main"]
@@ -225,11 +226,12 @@ def _send(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- events
 def _format_row(row: StoredEvent) -> str:
     when = _dt.datetime.fromtimestamp(row.stored_at).strftime("%Y-%m-%d %H:%M:%S")
-    flag = "" if row.replayed_at is None else " (replayed)"
+    flag = _STATE_FLAGS.get(row.state, "")
     who = row.user_id or f"anon:{row.anonymous_id}" if (row.user_id or row.anonymous_id) else "-"
     return f"{row.id:>6}  {when}  {row.kind:<5}  {row.type:<8}  {row.event or '':<28}  {who}{flag}"
 
 
+_STATE_FLAGS = {SENT: " (replayed)", REJECTED: " (rejected)", CLAIMED: " (claimed)"}
 _HEADER = f"{'id':>6}  {'stored':<19}  {'kind':<5}  {'type':<8}  {'event / name':<28}  user"
 
 #: Rows read from the store at a time: ``events`` walks a large store in pages, so memory

@@ -7,7 +7,7 @@ dropped.
 The request thread only appends to a small handoff deque (no disk, no JSON, no lock it
 could wait on behind SQLite); a writer thread, started on the first overflow and ended
 when idle, builds the messages and stores them in one transaction per burst, claimed by
-this process (``store.claim_mark``) so that its primary sender drains them, oldest first,
+this process (its ``claims.token``) so that its primary sender drains them, oldest first,
 once it has caught up with the live queue. The handoff is bounded too: should the disk
 fall behind by more than it holds, the excess is dropped, counted and logged.
 """

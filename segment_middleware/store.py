@@ -2,6 +2,11 @@
 
 One file, WAL mode, so several worker processes and the CLI can write and read at once.
 Only the sender thread (and the CLI) touch it: never the request path.
+
+A row's ``kind`` says why it is here (``LOCAL``, ``SPOOL``, ``DEFERRED``), its ``state``
+where it stands (``store_schema``: waiting, claimed, sent, rejected). A claimed row names
+its owner (``claims.token``), so several workers and the CLI never send one row twice,
+and the rows of an owner that ended go back to waiting.
 """
 
 from __future__ import annotations
@@ -9,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import sqlite3
 import threading
 import time
@@ -17,42 +21,44 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import claims, store_schema
+from .store_schema import CLAIMED, COLUMNS, REJECTED, SENT, WAITING
+
 if TYPE_CHECKING:
     from .messages import Encoded
 
-__all__ = ["DEFERRED", "LOCAL", "SPOOL", "Store", "StoredEvent", "claim_mark"]
-
-_ROW_SLOTS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-# A write is a few multi-row INSERTs: each statement hands the GIL back and must win it
-# again from busy request threads, so fewer is faster (executemany would be one per row).
-# Chunks are powers of two, so that sqlite3's statement cache holds at most a dozen shapes;
-# 11 parameters a row stay under SQLite's limit (32766; 999 before 3.32).
-_MAX_ROWS_PER_INSERT = 512 if sqlite3.sqlite_version_info >= (3, 32, 0) else 64
+__all__ = ["DEFERRED", "LOCAL", "SPOOL", "Store", "StoredEvent"]
 
 LOCAL = "local"  # recorded because no write key is set
 SPOOL = "spool"  # delivery failed; waiting for `replay`
 DEFERRED = "deferred"  # the in-memory queue was full; the sender drains these by itself
-WAITING = (SPOOL, DEFERRED)  # the kinds SPOOL_MAX_MB bounds
+BOUNDED_KINDS = (SPOOL, DEFERRED)  # the kinds SPOOL_MAX_MB bounds
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    message_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    type TEXT NOT NULL,
-    event TEXT,
-    user_id TEXT,
-    anonymous_id TEXT,
-    timestamp TEXT,
-    stored_at REAL NOT NULL,
-    replayed_at REAL,
-    error TEXT,
-    body TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_pending ON events (replayed_at, id);
-CREATE INDEX IF NOT EXISTS events_user ON events (user_id);
-CREATE INDEX IF NOT EXISTS events_message ON events (message_id);
-"""
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM events"
+#: What ``insert`` writes, in the order of ``_columns``' tuple.
+_INSERT_COLUMNS = (
+    "message_id",
+    "kind",
+    "type",
+    "event",
+    "user_id",
+    "anonymous_id",
+    "timestamp",
+    "stored_at",
+    "error",
+    "state",
+    "claimed_by",
+    "claimed_at",
+    "body",
+)
+_ROW_SLOTS = "(" + ", ".join("?" * len(_INSERT_COLUMNS)) + ")"
+_INSERT = f"INSERT INTO events ({', '.join(_INSERT_COLUMNS)}) VALUES "
+# A write is a few multi-row INSERTs: each statement hands the GIL back and must win it
+# again from busy request threads, so fewer is faster (executemany would be one per row).
+# Chunks are powers of two, so that sqlite3's statement cache holds at most a dozen shapes;
+# 13 parameters a row stay under SQLite's limit (32766; 999 before 3.32).
+_MAX_ROWS_PER_INSERT = 512 if sqlite3.sqlite_version_info >= (3, 32, 0) else 64
+_UNCLAIM = f"state = '{WAITING}', claimed_by = NULL, claimed_at = NULL"
 
 
 @dataclass(frozen=True)
@@ -66,13 +72,25 @@ class StoredEvent:
     anonymous_id: str | None
     timestamp: str | None
     stored_at: float
-    replayed_at: float | None
+    state: str
+    claimed_by: str | None
+    claimed_at: float | None
+    settled_at: float | None
     error: str | None
     body: str
 
     @property
     def message(self) -> dict[str, Any]:
         return json.loads(self.body)  # type: ignore[no-any-return]
+
+    @property
+    def replayed_at(self) -> float | None:
+        """When the row left the queue (sent, or rejected by the endpoint); None before."""
+        return self.settled_at
+
+
+def _event(row: sqlite3.Row) -> StoredEvent:
+    return StoredEvent(**{name: row[name] for name in COLUMNS})
 
 
 class Store:
@@ -91,11 +109,16 @@ class Store:
         directory = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(directory, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA busy_timeout = 30000")
-        with contextlib.suppress(sqlite3.OperationalError):  # another process is switching it now
-            conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.executescript(_SCHEMA)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout = 30000")
+            with contextlib.suppress(sqlite3.OperationalError):  # another process is switching it now
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            store_schema.ensure(conn, self.path)
+        except BaseException:
+            conn.close()
+            raise
         self._conn, self._pid = conn, os.getpid()
         return conn
 
@@ -119,6 +142,10 @@ class Store:
                 self._conn.close()
             self._conn = None
 
+    def _owner(self) -> str:
+        """This process's claim token, its lock beside the store held (before any claim)."""
+        return claims.hold(self.path)
+
     # ------------------------------------------------------------------ writing
     def insert(
         self, rows: Iterable[Encoded], kind: str, error: str | None = None, *, claimed: bool = False
@@ -126,91 +153,91 @@ class Store:
         """Store encoded messages in one transaction; returns how many. ``claimed``: the
         rows are this process's to send (deferred rows), invisible to other claimers."""
         now = time.time()
-        mark = claim_mark() if claimed else None
-        values = [_columns(row.message, row.body, kind, now, error, mark) for row in rows]
+        owner = self._owner() if claimed else None
+        values = [_columns(row.message, row.body, kind, now, error, owner) for row in rows]
         if not values:
             return 0
         with self._transaction() as conn:
             for start, end in _chunks(len(values)):
                 chunk = values[start:end]
                 conn.execute(
-                    "INSERT INTO events (message_id, kind, type, event, user_id, anonymous_id, timestamp,"
-                    " stored_at, error, replayed_at, body) VALUES " + ",".join([_ROW_SLOTS] * len(chunk)),
-                    [field for row in chunk for field in row],
+                    _INSERT + ",".join([_ROW_SLOTS] * len(chunk)), [field for row in chunk for field in row]
                 )
         return len(values)
 
     def mark_replayed(self, ids: Iterable[int]) -> None:
-        now = time.time()
-        with self._transaction() as conn:
-            conn.executemany("UPDATE events SET replayed_at = ? WHERE id = ?", [(now, i) for i in ids])
+        """Rows the endpoint accepted."""
+        self._settle(ids, SENT, None)
 
     def mark_rejected(self, ids: Iterable[int], error: str) -> None:
         """Rows the endpoint refused (400): no longer pending, the reason kept beside them."""
+        self._settle(ids, REJECTED, error)
+
+    def _settle(self, ids: Iterable[int], state: str, error: str | None) -> None:
         now = time.time()
         with self._transaction() as conn:
             conn.executemany(
-                "UPDATE events SET replayed_at = ?, error = ? WHERE id = ?", [(now, error, i) for i in ids]
+                "UPDATE events SET state = ?, claimed_by = NULL, claimed_at = NULL, settled_at = ?,"
+                " error = coalesce(?, error) WHERE id = ?",
+                [(state, now, error, i) for i in ids],
             )
 
     def claim(self, limit: int = 100, kind: str = SPOOL, since: float | None = None) -> list[StoredEvent]:
-        """Take up to ``limit`` unsent rows for this process, so that several workers (and
+        """Take up to ``limit`` waiting rows for this process, so that several workers (and
         the CLI) replaying at once never send the same row twice. ``release`` undoes it."""
-        claim = claim_mark()
-        where = "replayed_at IS NULL" + (" AND kind = ?" if kind != "all" else "")
-        args: list[Any] = [kind] if kind != "all" else []
+        owner = self._owner()
+        where = "state = ?" + (" AND kind = ?" if kind != "all" else "")
+        args: list[Any] = [WAITING] + ([kind] if kind != "all" else [])
         if since is not None:
             where += " AND stored_at >= ?"
             args.append(since)
+        now = time.time()
         with self._transaction() as conn:
-            rows = conn.execute(
-                f"SELECT * FROM events WHERE {where} ORDER BY id LIMIT {int(limit)}", args
-            ).fetchall()
-            conn.executemany("UPDATE events SET replayed_at = ? WHERE id = ?", [(claim, r[0]) for r in rows])
-        return [StoredEvent(*row) for row in rows]
+            rows = conn.execute(f"{_SELECT} WHERE {where} ORDER BY id LIMIT {int(limit)}", args).fetchall()
+            conn.executemany(
+                "UPDATE events SET state = ?, claimed_by = ?, claimed_at = ? WHERE id = ?",
+                [(CLAIMED, owner, now, row["id"]) for row in rows],
+            )
+        claim = {"state": CLAIMED, "claimed_by": owner, "claimed_at": now}
+        return [StoredEvent(**{**{name: row[name] for name in COLUMNS}, **claim}) for row in rows]
 
     def release(self, ids: Iterable[int]) -> None:
+        """Claimed rows back to waiting (rows already settled stay settled)."""
         with self._transaction() as conn:
-            conn.executemany("UPDATE events SET replayed_at = NULL WHERE id = ?", [(i,) for i in ids])
+            conn.executemany(
+                f"UPDATE events SET {_UNCLAIM} WHERE id = ? AND state = ?", [(i, CLAIMED) for i in ids]
+            )
 
     def release_stale_claims(self) -> None:
-        """Claims of processes that died (mid-replay, or with deferred rows left) go back to
-        the queue; so do claims under this process's pid that are not its own mark (a dead
-        process whose pid was reused, as in containers)."""
-        mine = claim_mark()
+        """Claims of owners that ended (mid-replay, or with deferred rows left) go back to
+        waiting, whichever host or container they ran in (``claims.ended``). Read without
+        the write lock, which is taken only when an owner has ended: releasing is idempotent."""
         with self._lock:
             conn = self._connect()
-            rows = conn.execute("SELECT DISTINCT replayed_at FROM events WHERE replayed_at < 0").fetchall()
-            for (claim,) in rows:
-                pid = int(-claim)
-                if claim != mine and (pid == os.getpid() or not _alive(pid)):
-                    conn.execute("UPDATE events SET replayed_at = NULL WHERE replayed_at = ?", (claim,))
+            sql = "SELECT DISTINCT claimed_by FROM events WHERE claimed_by IS NOT NULL"
+            for (owner,) in conn.execute(sql).fetchall():
+                if claims.ended(owner, self.path):
+                    conn.execute(f"UPDATE events SET {_UNCLAIM} WHERE claimed_by = ?", (owner,))
 
     def release_mine(self) -> int:
         """Hand this process's claimed rows to any other (at exit): returns how many."""
         with self._lock:
             cur = self._connect().execute(
-                "UPDATE events SET replayed_at = NULL WHERE replayed_at = ?", (claim_mark(),)
+                f"UPDATE events SET {_UNCLAIM} WHERE claimed_by = ?", (claims.token(),)
             )
             return cur.rowcount
 
     def mine(self, kind: str, limit: int) -> list[StoredEvent]:
         """This process's claimed rows of ``kind``, oldest first (its deferred rows)."""
+        sql = f"{_SELECT} WHERE claimed_by = ? AND kind = ? ORDER BY id LIMIT ?"
         with self._lock:
-            rows = (
-                self._connect()
-                .execute(
-                    "SELECT * FROM events WHERE replayed_at = ? AND kind = ? ORDER BY id LIMIT ?",
-                    (claim_mark(), kind, int(limit)),
-                )
-                .fetchall()
-            )
-        return [StoredEvent(*row) for row in rows]
+            rows = self._connect().execute(sql, (claims.token(), kind, int(limit))).fetchall()
+        return [_event(row) for row in rows]
 
     def count_mine(self, kind: str) -> int:
-        sql = "SELECT COUNT(*) FROM events WHERE replayed_at = ? AND kind = ?"
+        sql = "SELECT COUNT(*) FROM events WHERE claimed_by = ? AND kind = ?"
         with self._lock:
-            row = self._connect().execute(sql, (claim_mark(), kind)).fetchone()
+            row = self._connect().execute(sql, (claims.token(), kind)).fetchone()
         return int(row[0])
 
     def evict(self, max_bytes: int) -> tuple[int, int] | None:
@@ -225,21 +252,21 @@ class Store:
             )
             if (pages - free) * page_size <= max_bytes:
                 return None
-            waiting = "kind IN (?, ?) AND (replayed_at IS NULL OR replayed_at < 0)"
             rows = conn.execute(
-                f"SELECT id, length(CAST(body AS BLOB)), replayed_at FROM events WHERE {waiting} ORDER BY id",
-                WAITING,
+                "SELECT id, length(CAST(body AS BLOB)) AS size, claimed_by FROM events"
+                " WHERE kind IN (?, ?) AND state IN (?, ?) ORDER BY id",
+                (*BOUNDED_KINDS, WAITING, CLAIMED),
             ).fetchall()
-            excess = sum(size for _, size, _ in rows) - max_bytes
-            mine = claim_mark()
+            excess = sum(row["size"] for row in rows) - max_bytes
+            mine = claims.token()
             doomed: list[int] = []
             own = 0
-            for row_id, size, claim in rows:
+            for row in rows:
                 if excess <= 0:
                     break
-                doomed.append(row_id)
-                own += claim == mine
-                excess -= size
+                doomed.append(row["id"])
+                own += row["claimed_by"] == mine
+                excess -= row["size"]
             conn.executemany("DELETE FROM events WHERE id = ?", [(i,) for i in doomed])
         return len(doomed), own
 
@@ -247,7 +274,7 @@ class Store:
         """Deferred rows whose delivery failed after all retries: spooled, for `replay`."""
         with self._transaction() as conn:
             conn.executemany(
-                "UPDATE events SET kind = ?, replayed_at = NULL, error = ? WHERE id = ?",
+                f"UPDATE events SET kind = ?, {_UNCLAIM}, error = ? WHERE id = ?",
                 [(SPOOL, error, i) for i in ids],
             )
 
@@ -268,6 +295,7 @@ class Store:
         pending_only: bool = False,
         limit: int | None = None,
     ) -> list[StoredEvent]:
+        """Rows in id order; ``pending_only``: those waiting for a claimer."""
         where: list[str] = ["id > ?"]
         args: list[Any] = [after_id]
         for column, value in (("type", type), ("user_id", user), ("kind", kind)):
@@ -278,13 +306,14 @@ class Store:
             where.append("stored_at >= ?")
             args.append(since)
         if pending_only:
-            where.append("replayed_at IS NULL")
-        sql = f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY id"
+            where.append("state = ?")
+            args.append(WAITING)
+        sql = f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         with self._lock:
             rows = self._connect().execute(sql, args).fetchall()
-        return [StoredEvent(*row) for row in rows]
+        return [_event(row) for row in rows]
 
     def iter_pending(self, since: float | None = None, batch: int = 100) -> Iterator[list[StoredEvent]]:
         after = 0
@@ -309,35 +338,10 @@ def _chunks(n: int) -> Iterator[tuple[int, int]]:
         start += size
 
 
-_marks: dict[int, float] = {}
-
-
-def claim_mark() -> float:
-    """This process's claim on a row: a negative ``replayed_at`` of its pid plus a random
-    fraction, so that a later process reusing the pid does not take the rows as its own."""
-    pid = os.getpid()
-    mark = _marks.get(pid)
-    if mark is None:
-        mark = _marks[pid] = -(pid + random.uniform(0.001, 0.999))
-    return mark
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _columns(
-    msg: dict[str, Any], body: bytes, kind: str, now: float, error: str | None, claim: float | None
+    msg: dict[str, Any], body: bytes, kind: str, now: float, error: str | None, owner: str | None
 ) -> tuple[Any, ...]:
-    """One row of ``events``, in the order of the INSERT's column list."""
+    """One row of ``events``, in the order of ``_INSERT_COLUMNS``."""
     return (
         msg.get("messageId") or "",
         kind,
@@ -348,7 +352,9 @@ def _columns(
         msg.get("timestamp"),
         now,
         error,
-        claim,
+        WAITING if owner is None else CLAIMED,
+        owner,
+        None if owner is None else now,
         body.decode(),
     )
 

@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .spec_methods import B2B, Ecommerce
 from .jsonable import jsonable
+from .spec_methods import B2B, Ecommerce
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack

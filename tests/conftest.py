@@ -60,3 +60,11 @@ def _package_logs_reach_caplog() -> Iterator[None]:
     # would: the root logger at ERROR and existing loggers disabled, which would silence
     # the package's warnings for every later test.
     logger.propagate, logger.disabled, logging.root.level = saved
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Test modules name their in-process Django settings in DJANGO_SETTINGS_MODULE while
+    they are collected; Django reads it once, at ``django.setup()``. The processes tests
+    start (the CLI, servers, benchmarks) must not inherit it: it names a module only this
+    process can import, and the CLI reads a Django project's settings when it is set."""
+    os.environ.pop("DJANGO_SETTINGS_MODULE", None)

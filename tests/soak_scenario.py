@@ -1,7 +1,7 @@
 """The soak of issue 13: a Flask app under gunicorn, heavy load, a faulty endpoint, restarts.
 
-Shared by ``tests/test_soak.py`` (30 s) and ``bench/soak.py`` (10 minutes and any other
-length). One run:
+Shared by ``tests/test_soak.py`` (30 s) and ``bench/outage.py --soak SECONDS`` (10 minutes
+and any other length). One run:
 
 1. a ``SegmentReceiver`` on 127.0.0.1 in ``chaos()`` mode (by default 5 % resets, 10 % 500,
    5 % 429 with ``Retry-After: 1``, 5 % 3 s stalls);
@@ -58,7 +58,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # bench/soak.py and spawned clients import this from elsewhere
+if str(HERE) not in sys.path:  # bench/outage.py --soak and spawned clients import this from elsewhere
     sys.path.insert(0, str(HERE))
 
 from segment_receiver import SegmentReceiver  # noqa: E402
@@ -607,7 +607,7 @@ def _store_rows(store: Path) -> dict[str, int]:
     """The store's rows by kind and state, read-only: what went to disk during the run.
 
     A diagnostic, not an assertion: the table is the package's own business, so this only
-    reads it when it looks as expected (``kind``/``replayed_at`` columns) and is empty
+    reads it when it looks as expected (``kind``/``state`` columns) and is empty
     otherwise. It is the one place that can show that the queue overflowed to disk when
     nothing was left there at exit (deferred rows drained by the sender).
     """
@@ -616,7 +616,7 @@ def _store_rows(store: Path) -> dict[str, int]:
     try:
         with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5)) as db:
             rows = db.execute(
-                "SELECT kind, replayed_at IS NULL, COUNT(*) FROM events GROUP BY kind, replayed_at IS NULL"
+                "SELECT kind, state = 'waiting', COUNT(*) FROM events GROUP BY kind, state = 'waiting'"
             ).fetchall()
     except sqlite3.Error:
         return {}

@@ -64,7 +64,9 @@ def test_outage_overflows_to_disk_and_drains_everything(tmp_path: Path) -> None:
     results = run_bench("outage", tmp_path, "--requests", "3000", "--max-queue-size", "500")
     at_end = results["stats"]["3000"]
     assert at_end["queued"] == 3000 and at_end["delivered"] == 0  # nothing listened
-    assert at_end["spooled"] + at_end["deferred"] > 0, "the outage put messages on disk"
+    # batches refused during the outage were spooled (a snapshot during the loop may come
+    # before the writer has stored anything: read the figures after the drain)
+    assert results["after_drain"]["spooled"] > 0, "the outage put messages on disk"
     assert results["replay"]["exit"] == 0, results["replay"]
     got, arrive = results["received"], 3000 - results["dropped"]  # a drop is counted, never sent
     assert got["messages"] == got["message_ids"] == arrive and got["types"] == {"page": arrive}

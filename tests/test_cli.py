@@ -505,7 +505,7 @@ def test_failed_replay_keeps_rows_for_the_next_one(cli: Cli, receiver: SegmentRe
     assert proc.returncode == 1
     assert "replay: stopped after 0 message(s): APIError; 3 left" in proc.stderr
     assert WRITE_KEY not in proc.stderr
-    assert all(r.replayed_at is None for r in rows(cli.store))  # released, not lost
+    assert all(r.state == "waiting" for r in rows(cli.store))  # released, not lost
 
     receiver.healthy()
     proc = cli("replay", write_key=WRITE_KEY, host=receiver.url)

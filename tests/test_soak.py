@@ -7,8 +7,9 @@ in-memory queue to overflow (sure to with one sender, ``MAX_IN_FLIGHT`` = 1; the
 run too). After a clean stop and ``segment-middleware replay`` every
 request answered 200 must have its page call on the receiver; a messageId may arrive twice
 only when a batch was cut off in flight at a shutdown and then replayed, and each worker's
-``stats()`` at exit must add up. The scenario is tests/soak_scenario.py; ``bench/outage.py --soak SECONDS`` runs it
-for 10 minutes (or any length) and prints the same figures.
+``stats()`` at exit must add up. The scenario is tests/soak_scenario.py;
+``bench/outage.py --soak SECONDS`` runs it for 10 minutes (or any length) and prints the
+same figures.
 """
 
 from __future__ import annotations
