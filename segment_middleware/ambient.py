@@ -22,30 +22,20 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from .core import Runtime
+from .core import Runtime, forget_served, served_runtimes
 from .settings import Settings
 
-__all__ = ["configure", "runtime", "served"]
+__all__ = ["configure", "runtime"]
 
 log = logging.getLogger("segment_middleware")
 
 _lock = threading.RLock()
-_served: list[weakref.ref[Runtime]] = []  # runtimes the adapters built, in order
 _configured: Runtime | None = None  # configure()'s
 _from_env: Runtime | None = None
 _said: set[str] = set()  # the ambiguity lines already logged
-
-
-def served(runtime: Runtime) -> Runtime:
-    """An adapter built ``runtime`` for its app (Flask ``init_app``, the ASGI and WSGI
-    middleware): code outside a request may use it (rule 3 above)."""
-    with _lock:
-        _served.append(weakref.ref(runtime))
-    return runtime
 
 
 def configure(settings: Mapping[str, Any]) -> Runtime:
@@ -87,7 +77,7 @@ def reset() -> None:
     """Forget every choice (tests)."""
     global _configured, _from_env
     with _lock:
-        _served.clear()
+        forget_served()
         _configured = None
         _from_env = None
         _said.clear()
@@ -125,9 +115,7 @@ def _django() -> Runtime | None:
 
 
 def _served_apps() -> list[Runtime]:
-    with _lock:
-        alive = [r for r in (ref() for ref in _served) if r is not None]
-        _served[:] = [weakref.ref(r) for r in alive]
+    alive = served_runtimes()
     if not alive and sys.modules.get("starlette") is not None:
         from .asgi import runtime_of_unstarted_app
 

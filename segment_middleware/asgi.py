@@ -14,12 +14,11 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from .ambient import served
 from .context import RequestFacts
-from .core import Runtime
+from .core import Runtime, served
 from .identity import CookieSpec, set_cookie_header
 from .settings import Settings
-from .tracker import Tracker, _current, untracked
+from .tracker import Tracker, reset_current, set_current, untracked
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -164,14 +163,14 @@ class SegmentMiddleware:
                     message["headers"] = [*message.get("headers", ()), set_cookie]
             await send(message)
 
-        token = _current.set(tracker)
+        token = set_current(tracker)
         try:
             await self.app(scope, receive, page_send if tracker.enabled else send)
         except BaseException:
             end(500)
             raise
         finally:
-            _current.reset(token)
+            reset_current(token)
 
     # ------------------------------------------------------------------ lifespan
     def _lifespan_send(self, send: Send) -> Send:

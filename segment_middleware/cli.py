@@ -170,7 +170,7 @@ def _parse_when(text: str) -> float:
 # ---------------------------------------------------------------------- sending
 def _send(args: argparse.Namespace) -> int:
     from .core import Runtime
-    from .tracker import _id
+    from .tracker import checked_id
 
     settings = _settings(args)
     kind = args.command
@@ -189,7 +189,7 @@ def _send(args: argparse.Namespace) -> int:
     else:
         payload = None
     try:
-        _id(args.user_id, "user_id")
+        checked_id(args.user_id, "user_id")
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     runtime = Runtime(settings)

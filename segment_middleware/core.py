@@ -16,7 +16,9 @@ does I/O.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -27,9 +29,9 @@ from .lifecycle import install_exit_flush
 from .logs import announce
 from .messages import Queued
 from .settings import Settings
-from .tracker import _UNSET, Tracker, untracked
+from .tracker import Tracker, checked_id, untracked
 
-__all__ = ["Runtime"]
+__all__ = ["Runtime", "forget_served", "served", "served_runtimes"]
 
 log = logging.getLogger("segment_middleware")
 
@@ -73,10 +75,8 @@ class Runtime:
         """A tracker outside any request (tasks, scripts): no request context, or, for a
         background job, the ``facts`` of the request that enqueued it (its calls get that
         request's context; no page call is made for them)."""
-        from .tracker import _id
-
-        uid = None if user_id is None else _id(user_id, "user_id")
-        aid = None if anonymous_id is None else _id(anonymous_id, "anonymous_id")
+        uid = None if user_id is None else checked_id(user_id, "user_id")
+        aid = None if anonymous_id is None else checked_id(anonymous_id, "anonymous_id")
         return Tracker(self.sink, user_id=uid, anonymous_id=aid, facts=facts)
 
     # ------------------------------------------------------------------ request cycle
@@ -138,34 +138,21 @@ class Runtime:
         TRACK_UNMATCHED_ROUTES, it sends no page call and sets no cookie. A view's own 404
         (the route matched) is tracked.
         """
-        if not tracker.enabled or tracker._ended:
+        if not tracker.enabled or tracker.ended:
             return None
         if matched is False and status == 404 and not self.settings.track_unmatched_routes:
-            self.skip(tracker)
+            tracker.skip_request()
             return None
-        tracker._ended = True
-        facts = tracker._facts
+        facts = tracker.facts
         assert facts is not None
-        # The adapter's fresh lookup (a log-in during the view counts), else an id the view
-        # set with identify(); never a second auth lookup for an anonymous visitor. Kept
-        # on the tracker for calls made later (a streamed body).
-        uid = tracker._user_id
-        if uid is _UNSET:
-            uid = tracker._user_id = user_id
-        elif user_id is not None:
-            uid = user_id
-        # The resolver refers to the framework's request: request.segment -> tracker ->
-        # resolver -> request is a reference cycle, which would leave every request's whole
-        # object graph to the cyclic garbage collector instead of reference counting. The
-        # request is over, so the tracker lets go of it (tests/test_no_cycles.py).
-        tracker._user_resolver = None
+        uid = tracker.end_request(user_id)
         self._put(
             Queued.pack(
                 None,  # the automatic page call: the sender makes its message from these
                 time.time(),
                 facts,
                 name=route or facts.path,
-                anonymous_id=tracker._anonymous_id,
+                anonymous_id=tracker.anonymous_id,
                 user_id=uid,
                 status=status,
                 title=tracker.title,
@@ -185,7 +172,7 @@ class Runtime:
     def known_user(self, tracker: Tracker, user_id: str | None) -> None:
         """The auth layer's userId, looked up before the view runs (async Django, where it
         cannot be looked up lazily from sync code); identify() may still change it."""
-        tracker._user_id = user_id
+        tracker.known_user(user_id)
 
     def start(self, begin: Callable[..., Tracker], *args: Any) -> Tracker:
         """``begin(*args)``, the adapter's reading of its request into :meth:`begin`, guarded:
@@ -218,8 +205,7 @@ class Runtime:
         """End a request without its page call or cookie: what :meth:`end` does for a route
         that matched nothing, and what an adapter does when it learns only after the view
         that the request is one the defaults leave out (django-debug-toolbar's views)."""
-        tracker._ended = True
-        tracker._user_resolver = None  # as in end(): the request is over, no cycle kept
+        tracker.skip_request()
 
     def _cookie_id(self, header: str) -> str | None:
         """The anonymousId in a Cookie header not seen yet (``begin`` looks the header up
@@ -319,3 +305,30 @@ def _install_exit_signal() -> None:
     global _exit_signal_done
     if not _exit_signal_done:
         _exit_signal_done = install_exit_flush(shutdown_all) != "not main thread"
+
+
+# ---------------------------------------------------------------------- the apps' runtimes
+_served: list[weakref.ref[Runtime]] = []  # runtimes the adapters built for their apps, in order
+_served_lock = threading.Lock()
+
+
+def served(runtime: Runtime) -> Runtime:
+    """An adapter built ``runtime`` for its app (Flask ``init_app``, the ASGI and WSGI
+    middleware): code outside a request may use it (``ambient``)."""
+    with _served_lock:
+        _served.append(weakref.ref(runtime))
+    return runtime
+
+
+def served_runtimes() -> list[Runtime]:
+    """The apps' runtimes still alive, oldest first."""
+    with _served_lock:
+        alive = [r for r in (ref() for ref in _served) if r is not None]
+        _served[:] = [weakref.ref(r) for r in alive]
+    return alive
+
+
+def forget_served() -> None:
+    """Forget every app's runtime (tests)."""
+    with _served_lock:
+        _served.clear()

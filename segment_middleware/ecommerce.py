@@ -21,14 +21,25 @@ import enum
 import uuid
 from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .spec_events import B2B as B2B_EVENTS
 from .spec_events import ECOMMERCE as ECOMMERCE_EVENTS
 from .spec_events import PRODUCT, SpecEvent
 
 if TYPE_CHECKING:
-    from .tracker import Tracker
+    from typing_extensions import Unpack
+
+    from .keywords import CallOptions
+
+
+class Tracks(Protocol):
+    """What the spec methods need of a tracker (``tracker.Tracker``): its ``track``."""
+
+    def track(
+        self, event: str, properties: Mapping[str, Any] | None = ..., **options: Unpack[CallOptions]
+    ) -> None: ...
+
 
 __all__ = ["SpecCalls", "accepts_int"]
 
@@ -100,7 +111,7 @@ class SpecCalls:
 
     __slots__ = ("_tracker",)
 
-    def __init__(self, tracker: Tracker) -> None:
+    def __init__(self, tracker: Tracks) -> None:
         self._tracker = tracker
 
     def _send(

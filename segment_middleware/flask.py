@@ -17,12 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, g, got_request_exception, has_request_context, request
 
-from .ambient import served
-from .core import Runtime
+from .core import Runtime, served
 from .identity import CookieSpec
 from .settings import Settings, SettingsError, unknown_setting
 from .snippet import snippet_global
-from .tracker import Tracker, _current, untracked
+from .tracker import Tracker, current, set_current, untracked
 from .wsgi import begin_environ, header_key, page_start_response
 
 if TYPE_CHECKING:
@@ -126,7 +125,7 @@ class _AppHooks:
             )
         req.segment = tracker
         g._get_current_object().segment = tracker  # type: ignore[attr-defined]
-        _current.set(tracker)  # _ResponseStart puts back what was there before the request
+        set_current(tracker)  # _ResponseStart puts back what was there before the request
         if tracker.enabled:
             req.environ[_STATE] = tracker
 
@@ -180,11 +179,11 @@ class _ResponseStart:
         self.hooks = hooks
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        previous = _current.get()
+        previous = current()
         try:
             return self.wsgi_app(environ, page_start_response(start_response, self.hooks.end, environ))
         finally:
-            _current.set(previous)
+            set_current(previous)
 
 
 def _connect_login_signal(app: Flask) -> None:

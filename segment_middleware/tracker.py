@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .context import RequestFacts
     from .keywords import CallOptions
 
-__all__ = ["Tracker", "current", "reset_current", "set_current", "untracked"]
+__all__ = ["Tracker", "checked_id", "current", "reset_current", "set_current", "untracked"]
 
 _OPTIONS = frozenset(("context", "integrations", "timestamp", "message_id"))
 _UNSET: Any = object()
@@ -53,7 +53,9 @@ def untracked() -> Tracker:
     return Tracker(None, enabled=False)
 
 
-def _id(value: Any, name: str) -> str:
+def checked_id(value: Any, name: str) -> str:
+    """``value`` as an id (a non-empty string of at most 1024 characters, or an int as its
+    text); TypeError/ValueError naming ``name`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise TypeError(f"{name} must be a string or an int, got {type(value).__name__}")
     text = str(value)
@@ -144,7 +146,43 @@ class Tracker:
 
     def identify_as(self, user_id: Any) -> None:
         """Make ``user_id`` this tracker's userId without sending anything."""
-        self._user_id = _id(user_id, "user_id")
+        self._user_id = checked_id(user_id, "user_id")
+
+    # ------------------------------------------------------------------ the request's end
+    @property
+    def ended(self) -> bool:
+        """The request's page call is queued (or was skipped): later ends do nothing."""
+        return self._ended
+
+    def end_request(self, user_id: str | None) -> str | None:
+        """Mark the request over and return its page call's userId: the auth layer's fresh
+        lookup ``user_id`` (a log-in during the view counts), else the id identify() set;
+        never a second auth lookup for an anonymous visitor. The id is kept for calls made
+        later (a streamed body).
+
+        The resolver refers to the framework's request: request.segment -> tracker ->
+        resolver -> request is a reference cycle, which would leave every request's whole
+        object graph to the cyclic garbage collector instead of reference counting. The
+        request is over, so the tracker lets go of it (tests/test_no_cycles.py)."""
+        self._ended = True
+        self._user_resolver = None
+        uid = self._user_id
+        if uid is _UNSET:
+            uid = self._user_id = user_id
+        elif user_id is not None:
+            uid = user_id
+        return uid  # type: ignore[no-any-return]
+
+    def skip_request(self) -> None:
+        """Mark the request over without its page call (a route that matched nothing, a
+        URL the defaults leave out); lets go of the request as :meth:`end_request` does."""
+        self._ended = True
+        self._user_resolver = None
+
+    def known_user(self, user_id: str | None) -> None:
+        """The auth layer's userId, looked up before the view runs (async Django, where it
+        cannot be looked up lazily from sync code); identify() may still change it."""
+        self._user_id = user_id
 
     def reset(self, anonymous_id: str) -> None:
         """Forget the user and take a new anonymousId (log-out); the response sets its cookie."""
@@ -197,7 +235,7 @@ class Tracker:
         """
         msg: dict[str, Any] = {"type": "identify", "traits": _mapping(traits, "traits")}
         if user_id is not None:
-            self._user_id = _id(user_id, "user_id")
+            self._user_id = checked_id(user_id, "user_id")
         self._send(msg, options)
 
     def page(
@@ -236,7 +274,11 @@ class Tracker:
 
         Options: ``context``, ``integrations``, ``timestamp``, ``message_id``.
         """
-        msg = {"type": "group", "groupId": _id(group_id, "group_id"), "traits": _mapping(traits, "traits")}
+        msg = {
+            "type": "group",
+            "groupId": checked_id(group_id, "group_id"),
+            "traits": _mapping(traits, "traits"),
+        }
         self._send(msg, options)
 
     def alias(
@@ -248,11 +290,11 @@ class Tracker:
 
         Options: ``context``, ``integrations``, ``timestamp``, ``message_id``.
         """
-        new_id = _id(user_id, "user_id")
+        new_id = checked_id(user_id, "user_id")
         previous = previous_id if previous_id is not None else self._anonymous_id or self.user_id
         if previous is None:
             raise ValueError("alias needs previous_id: this tracker has no anonymousId or userId")
-        msg = {"type": "alias", "previousId": _id(previous, "previous_id"), "userId": new_id}
+        msg = {"type": "alias", "previousId": checked_id(previous, "previous_id"), "userId": new_id}
         self._send(msg, options, ids=False)
 
     # ------------------------------------------------------------------ internals

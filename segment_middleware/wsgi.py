@@ -11,12 +11,11 @@ import contextlib
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from .ambient import served
 from .context import RequestFacts
-from .core import Runtime
+from .core import Runtime, served
 from .identity import CookieSpec, set_cookie_header
 from .settings import Settings
-from .tracker import Tracker, _current, untracked
+from .tracker import Tracker, reset_current, set_current, untracked
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -126,7 +125,7 @@ class SegmentWSGIMiddleware:
         def end(environ: dict[str, Any], status: int) -> CookieSpec | None:
             return runtime.finish(tracker, status, None, self._user_id(environ))
 
-        token = _current.set(tracker)
+        token = set_current(tracker)
         try:
             return self.app(
                 environ,
@@ -136,4 +135,4 @@ class SegmentWSGIMiddleware:
             end(environ, 500)
             raise
         finally:
-            _current.reset(token)
+            reset_current(token)

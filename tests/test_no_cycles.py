@@ -42,22 +42,11 @@ django.setup()
 # the import that reaches it (top-level, in-function or TYPE_CHECKING: the one that binds most
 # if there are several).
 KNOWN_CYCLES = {
-    "ambient -> asgi (in-function) -> ambient (top-level)",  # to be removed by issue 25 item 1
     "delivery -> overflow (top-level) -> delivery (TYPE_CHECKING)",  # to be removed by issue 25 item 1
     "delivery -> sender (top-level) -> delivery (TYPE_CHECKING)",  # to be removed by issue 25 item 1
-    # The next entry is to be removed by issue 25 item 1.
-    "ecommerce -> tracker (TYPE_CHECKING) -> spec_methods (top-level) -> ecommerce (top-level)",
 }
 # "importer -> module.name": a private name of another module of the package, imported or read.
-KNOWN_PRIVATE_IMPORTS = {
-    "asgi -> tracker._current",  # to be removed by issue 25 item 1
-    "cli -> tracker._id",  # to be removed by issue 25 item 1
-    "core -> tracker._UNSET",  # to be removed by issue 25 item 1
-    "core -> tracker._id",  # to be removed by issue 25 item 1
-    "django.middleware -> tracker._current",  # to be removed by issue 25 item 1
-    "flask -> tracker._current",  # to be removed by issue 25 item 1
-    "wsgi -> tracker._current",  # to be removed by issue 25 item 1
-}
+KNOWN_PRIVATE_IMPORTS: set[str] = set()
 
 OURS = (Tracker, RequestFacts)
 

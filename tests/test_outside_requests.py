@@ -23,7 +23,7 @@ from helpers import WRITE_KEY
 from segment_receiver import SegmentReceiver
 
 import segment_middleware
-from segment_middleware import ambient, logs
+from segment_middleware import ambient, core, logs
 from segment_middleware.core import Runtime
 from segment_middleware.logs import destination
 from segment_middleware.settings import Settings
@@ -215,7 +215,7 @@ def test_two_flask_apps_use_the_current_contexts_app_and_say_so_outside(
 
     # other test modules set Django up in this process; this one is about Flask alone
     monkeypatch.setattr(ambient, "_django", lambda: None)
-    monkeypatch.setattr(ambient, "_served", [])
+    monkeypatch.setattr(core, "_served", [])
     monkeypatch.setattr(ambient, "_said", set())
 
     apps = []
