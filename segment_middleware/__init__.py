@@ -61,7 +61,7 @@ def flush(timeout: float | None = None) -> bool:
 
     Blocks the calling thread, also inside an event loop: async code awaits ``aflush()``.
     """
-    from .delivery import all_deliveries
+    from .pipelines import all_deliveries
 
     return all([d.flush(timeout) for d in all_deliveries()])
 
@@ -76,7 +76,7 @@ def shutdown(timeout: float | None = None) -> None:
 
     Runs by itself at interpreter exit; call it yourself where exit hooks do not run.
     """
-    from .delivery import all_deliveries
+    from .pipelines import all_deliveries
 
     for delivery in all_deliveries():
         delivery.shutdown(timeout)
@@ -95,7 +95,8 @@ def stats() -> dict[str, int]:
     in memory. ``stored``: written to the local store because there is no write key (not
     delivered anywhere); ``retried`` counts messages whose batch needed a retry.
     """
-    from .delivery import STAT_KEYS, all_deliveries
+    from .ledger import STAT_KEYS
+    from .pipelines import all_deliveries
 
     total = dict.fromkeys(STAT_KEYS, 0)
     for delivery in all_deliveries():

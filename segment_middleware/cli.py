@@ -320,7 +320,6 @@ def _print_rows(rows: Iterator[StoredEvent], args: argparse.Namespace, *, header
 # ---------------------------------------------------------------------- replay
 def _replay(args: argparse.Namespace) -> int:
     from .delivery import Delivery
-    from .sender import Sender
 
     settings = _settings(args, write_key=args.write_key, host=args.host)
     if settings.uses_store:
@@ -328,7 +327,7 @@ def _replay(args: argparse.Namespace) -> int:
         raise UsageError(f"replay needs a write key: --write-key, {where}SEGMENT_WRITE_KEY")
     since = _parse_when(args.since) if args.since else None
     store = Store(settings.local_store)
-    sender = Sender(Delivery(settings.replace(max_retries=min(settings.max_retries, 3))), primary=True)
+    sender = Delivery(settings.replace(max_retries=min(settings.max_retries, 3))).new_sender(primary=True)
     store.release_stale_claims()
     result = replay(store, sender.post, since=since)
     rejected = f"; {result.rejected} rejected by the endpoint (kept in the store)" if result.rejected else ""

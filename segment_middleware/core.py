@@ -23,11 +23,12 @@ from collections.abc import Callable
 from typing import Any
 
 from .context import RequestFacts
-from .delivery import Delivery, shutdown_all
+from .delivery import Delivery
 from .identity import CookieSpec, cookie_spec, cookie_value, new_anonymous_id, parse_anonymous_id
 from .lifecycle import install_exit_flush
 from .logs import announce
 from .messages import Queued
+from .pipelines import shutdown_all
 from .settings import Settings
 from .tracker import Tracker, checked_id, untracked
 

@@ -9,20 +9,25 @@ deferred rows (so they go out oldest first, after the live queue), replays the s
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .messages import Encoded, Packed
+from .disk import Build, Disk
+from .ledger import Ledger
+from .messages import Encoded, Packed, take
 from .replay import ReplayResult, replay
 from .store import DEFERRED, SPOOL
 
 if TYPE_CHECKING:
-    from .delivery import Delivery
+    from .settings import Settings
 
-__all__ = ["Sender"]
+__all__ = ["InFlight", "Sender", "Shutdown", "Signals"]
 
 log = logging.getLogger("segment_middleware")
 
@@ -54,11 +59,43 @@ class Shutdown(Exception):
     """Delivery was cut short by shutdown."""
 
 
-class Sender:
-    """One thread and one kept-alive connection of a pipeline."""
+@dataclasses.dataclass(eq=False)
+class Signals:
+    """What a pipeline and its senders tell each other: the pipeline wakes them, asks them
+    to hurry (``flushing``), to finish (``stopping``) or to stop now (``abort``); they
+    tell it whether the endpoint answers (``endpoint_down``)."""
 
-    def __init__(self, delivery: Delivery, *, primary: bool) -> None:
-        self.delivery = delivery
+    wake: threading.Event = dataclasses.field(default_factory=threading.Event)
+    abort: threading.Event = dataclasses.field(default_factory=threading.Event)
+    stopping: bool = False
+    flushing: int = 0  # flush() calls waiting: send partial batches at once
+    endpoint_down: bool = False
+
+
+class Sender:
+    """One thread and one kept-alive connection of a pipeline, built with what it uses:
+    the queue it takes from, the signals, the disk (local store, spool, deferred rows), the
+    ledger, the function that builds and encodes queued calls, and whom to tell it ended."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        queue: collections.deque[Packed],
+        signals: Signals,
+        disk: Disk,
+        ledger: Ledger,
+        build: Build,
+        on_done: Callable[[Sender], None],
+        *,
+        primary: bool,
+    ) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.signals = signals
+        self.disk = disk
+        self.ledger = ledger
+        self.build = build
+        self.on_done = on_done
         self.primary = primary
         self.in_flight: InFlight | None = None
         self.post_started: float | None = None  # monotonic time of the post under way
@@ -72,20 +109,20 @@ class Sender:
         """Send full batches when WAKE_BATCHES of them are queued or FLUSH_INTERVAL has
         passed, a partial one only at FLUSH_INTERVAL (or when flushing): under load every
         post carries FLUSH_AT messages, and no message waits longer than the interval."""
-        d = self.delivery
-        interval = d.settings.flush_interval
-        flush_at = d.settings.flush_at
+        sig, queue = self.signals, self.queue
+        interval = self.settings.flush_interval
+        flush_at = self.settings.flush_at
         last = time.monotonic()
         try:
             while True:
-                d.wake.wait(max(0.0, interval - (time.monotonic() - last)))
-                d.wake.clear()
+                sig.wake.wait(max(0.0, interval - (time.monotonic() - last)))
+                sig.wake.clear()
                 try:
-                    due = d.flushing or d.stopping or time.monotonic() - last >= interval
-                    while d.queue and not d.abort.is_set():
-                        if not due and len(d.queue) < flush_at:
+                    due = sig.flushing or sig.stopping or time.monotonic() - last >= interval
+                    while queue and not sig.abort.is_set():
+                        if not due and len(queue) < flush_at:
                             break
-                        self.send_batch(d.take_batch())
+                        self.send_batch(take(queue, flush_at))
                         last = time.monotonic()
                     if due:
                         last = time.monotonic()
@@ -93,42 +130,42 @@ class Sender:
                         self._housekeeping()
                 except Exception:  # never let the sender die
                     log.exception("segment: sender error")
-                if not self.primary and len(d.queue) < flush_at:
+                if not self.primary and len(queue) < flush_at:
                     return  # a helper: the backlog is gone
                 if (
-                    d.stopping
-                    and not d.queue
-                    and not (self.primary and self._drains() and not d.endpoint_down)
+                    sig.stopping
+                    and not queue
+                    and not (self.primary and self._drains() and not sig.endpoint_down)
                 ):
                     return
         finally:
-            d.sender_done(self)
+            self.on_done(self)
 
     def _housekeeping(self) -> None:
-        d = self.delivery
-        for burst in (d.drop_log, d.spool_log, d.overflow.burst):
-            burst.tick()
-        if d.settings.uses_store or len(d.queue) >= d.settings.flush_at:
+        sig = self.signals
+        self.ledger.tick()
+        self.disk.burst.tick()
+        if self.settings.uses_store or len(self.queue) >= self.settings.flush_at:
             return  # the live queue first
         now = time.monotonic()
-        due = now - self._last_replay >= REPLAY_EVERY and not d.stopping
-        if d.endpoint_down and not due:
+        due = now - self._last_replay >= REPLAY_EVERY and not sig.stopping
+        if sig.endpoint_down and not due:
             return  # nothing has got through since the last failure: try again now and then
         if due:
             self._last_replay = now
         if self._drains():
             self._drain_deferred()
-            d.wake.set()  # come back at once: the live queue first, then the next rows
+            sig.wake.set()  # come back at once: the live queue first, then the next rows
         elif due:
             self._replay_others()
 
     def _drains(self) -> bool:
         """This process holds deferred rows, and is not being cut short."""
-        return self.delivery.overflow.held > 0 and not self.delivery.abort.is_set()
+        return self.disk.held > 0 and not self.signals.abort.is_set()
 
     # ------------------------------------------------------------------ batches
     def send_batch(self, items: list[Packed]) -> None:
-        ready = self.delivery.prepare(items)
+        ready = self.build(items)
         if sum([len(encoded.body) for encoded in ready]) + len(ready) <= MAX_BATCH_BYTES:
             if ready:
                 self.deliver(ready)
@@ -143,9 +180,8 @@ class Sender:
             self.deliver(ready[start:])
 
     def deliver(self, batch: list[Encoded]) -> None:
-        d = self.delivery
-        if d.settings.uses_store:
-            d.store_locally(batch)
+        if self.settings.uses_store:
+            self.disk.store_locally(batch)
             return
         flight = InFlight(batch)
         self.in_flight = flight
@@ -153,14 +189,14 @@ class Sender:
             self.post(batch)
         except Shutdown:
             if flight.settle():
-                d.spool(batch, "shutdown before delivery")
+                self.disk.spool(batch, "shutdown before delivery")
         except Exception as exc:
             if flight.settle():
                 self._rejected_or_spooled(batch, exc)
         else:
-            d.endpoint_down = False
+            self.signals.endpoint_down = False
             if flight.settle():
-                d.count("delivered", len(batch))
+                self.ledger.count("delivered", len(batch))
         finally:
             self.in_flight = None
 
@@ -168,8 +204,7 @@ class Sender:
         """One batch, already encoded, with the SDK's retry policy (see http.py)."""
         from .http import BatchPoster, Interrupted
 
-        d = self.delivery
-        s = d.settings
+        s = self.settings
         if self._poster is None:
             if s.write_key is None:  # without a key messages go to the store, never here
                 raise RuntimeError("posting to the endpoint needs WRITE_KEY")
@@ -179,10 +214,10 @@ class Sender:
                 timeout=s.timeout,
                 max_retries=s.max_retries,
                 gzip=s.gzip,
-                abort=d.abort,
+                abort=self.signals.abort,
                 on_retry=self._note_retry,
             )
-        if d.stopping:  # never let one request outlive SHUTDOWN_TIMEOUT
+        if self.signals.stopping:  # never let one request outlive SHUTDOWN_TIMEOUT
             self._poster.timeout = max(0.1, min(self._poster.timeout, s.shutdown_timeout))
         self._retries = 0
         self.post_started = time.monotonic()
@@ -193,7 +228,7 @@ class Sender:
         finally:
             self.post_started = None
             if self._retries:
-                d.count("retried", len(batch))
+                self.ledger.count("retried", len(batch))
 
     def _note_retry(self) -> None:
         self._retries += 1
@@ -201,7 +236,6 @@ class Sender:
     def _rejected_or_spooled(self, batch: list[Encoded], exc: Exception) -> None:
         """A 400 means a message in the batch is bad: split until it is alone, then drop
         it (counted, logged without contents). Anything else is an outage: spool."""
-        d = self.delivery
         status = getattr(exc, "status", None)
         if status == 400:
             if len(batch) > 1:
@@ -216,10 +250,10 @@ class Sender:
                 msg.get("messageId"),
                 getattr(exc, "message", "") or "400",
             )
-            d.count("failed", 1)  # after the log line: flush() returning means it is out
+            self.ledger.count("failed", 1)  # after the log line: flush() returning means it is out
             return
-        d.endpoint_down = True
-        d.spool(batch, _reason(exc))
+        self.signals.endpoint_down = True
+        self.disk.spool(batch, _reason(exc))
 
     # ------------------------------------------------------------------ rows on disk
     def _drain_deferred(self) -> None:
@@ -229,41 +263,41 @@ class Sender:
         does a live batch."""
         from .http import retryable
 
-        d = self.delivery
-        size = d.settings.flush_at
-        result = replay(d.store, self.post, kind=DEFERRED, batch_size=size, max_batches=1, mine=True)
-        d.overflow.drained(result)
+        disk, sig = self.disk, self.signals
+        size = self.settings.flush_at
+        result = replay(disk.store, self.post, kind=DEFERRED, batch_size=size, max_batches=1, mine=True)
+        disk.drained(result)
         if result.error is None:
             if result.sent:
-                d.endpoint_down = False
+                sig.endpoint_down = False
             return
         if isinstance(result.error, Shutdown):
             return
-        d.endpoint_down = True
+        sig.endpoint_down = True
         status = getattr(result.error, "status", None)
         if isinstance(status, int) and not retryable(status):
-            d.overflow.spooled(result.unsent, _reason(result.error))
+            disk.spooled(result.unsent, _reason(result.error))
 
     def _replay_others(self) -> None:
         """Rows on disk that are not this process's: deferred rows a stopped process left
         (always), and the spool (with AUTO_REPLAY). Rows are claimed, so several workers
         never send the same one."""
-        d = self.delivery
-        if not os.path.exists(d.store.path):
+        store, sig = self.disk.store, self.signals
+        if not os.path.exists(store.path):
             return
-        kinds = (DEFERRED, SPOOL) if d.settings.auto_replay else (DEFERRED,)
+        kinds = (DEFERRED, SPOOL) if self.settings.auto_replay else (DEFERRED,)
         try:
-            d.store.release_stale_claims()
+            store.release_stale_claims()
             for kind in kinds:
                 result = replay(
-                    d.store, self.post, kind=kind, batch_size=d.settings.flush_at, max_batches=REPLAY_BATCHES
+                    store, self.post, kind=kind, batch_size=self.settings.flush_at, max_batches=REPLAY_BATCHES
                 )
                 _log_replayed(kind, result)
                 if result.error is not None:
-                    d.endpoint_down = True
+                    sig.endpoint_down = True
                     return
                 if result.sent:
-                    d.endpoint_down = False
+                    sig.endpoint_down = False
         except Exception as exc:  # the store is optional here: never stop the sender
             log.warning("segment: automatic replay skipped: %s", exc)
 

@@ -21,7 +21,7 @@ import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, overload
 
-from . import delivery
+from . import taps
 
 __all__ = ["CapturedEvents", "capture"]
 
@@ -123,8 +123,8 @@ def capture() -> Iterator[CapturedEvents]:
     """Collect every message the process sends while the block runs, instead of sending
     it. Captures nest: the innermost one gets the messages."""
     events = CapturedEvents()
-    previous = delivery.set_capture(events.append)
+    previous = taps.set_capture(events.append)
     try:
         yield events
     finally:
-        delivery.set_capture(previous)
+        taps.set_capture(previous)

@@ -64,14 +64,14 @@ if str(HERE) not in sys.path:  # bench/outage.py --soak and spawned clients impo
 from segment_receiver import SegmentReceiver  # noqa: E402
 from servers import BIN, _catches, _children, gunicorn  # noqa: E402
 
-from segment_middleware import delivery  # noqa: E402
+from segment_middleware import ledger  # noqa: E402
 
 __all__ = ["STAT_KEYS", "SoakConfig", "SoakResult", "run_soak"]
 
 APPS = HERE / "apps"
 WRITE_KEY = "soak-write-key"
 #: The keys a stats-at-exit line must carry: stats()' own (``deferred`` is on disk, waiting).
-STAT_KEYS = delivery.STAT_KEYS
+STAT_KEYS = ledger.STAT_KEYS
 #: The right-hand side of the accounting identity at a clean exit (``retried`` is not an outcome).
 SETTLED_KEYS = ("delivered", "stored", "failed", "dropped", "spooled", "blocked", "deferred")
 STATS_LINE = re.compile(r"segment: stats at exit \(pid (\d+)\): (\{.*\})\s*$")

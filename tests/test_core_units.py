@@ -1355,14 +1355,13 @@ def test_a_queued_page_call_is_left_to_reference_counting(local_runtime: Runtime
 def test_a_malformed_queue_item_is_counted_failed_not_raised(store_path: str) -> None:
     """``prepare`` unpacks inside its guard: what is not a packed call costs that one
     message (counted, logged), never the batch or the sender."""
-    from segment_middleware.delivery import Delivery
-    from segment_middleware.messages import Queued
+    from segment_middleware.ledger import Ledger
+    from segment_middleware.messages import Queued, prepare
 
-    d = Delivery(Settings.from_sources({"local_store": store_path}, environ={}))
-    try:
-        good = Queued.pack(None, 1.7e9, facts(), name="n", anonymous_id="a", status=200)
-        ready = d.prepare([("not", "a", "call"), good])
-        assert [encoded.message["type"] for encoded in ready] == ["page"]
-        assert d.counts["failed"] == 1
-    finally:
-        d.shutdown(2)
+    ledger = Ledger()
+    good = Queued.pack(None, 1.7e9, facts(), name="n", anonymous_id="a", status=200)
+    ready = prepare(
+        [("not", "a", "call"), good], Settings.from_sources({"local_store": store_path}, environ={}), ledger
+    )
+    assert [encoded.message["type"] for encoded in ready] == ["page"]
+    assert ledger.stats()["failed"] == 1

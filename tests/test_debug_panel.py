@@ -76,8 +76,8 @@ def test_the_panel_sees_only_its_own_requests_calls(tmp_path: Path) -> None:
     import threading
 
     from segment_middleware.core import Runtime
-    from segment_middleware.delivery import watch
     from segment_middleware.settings import Settings
+    from segment_middleware.taps import watch
 
     rt = Runtime(Settings(local_store=str(tmp_path / "s.sqlite3")))
     with watch() as seen:

@@ -671,9 +671,9 @@ def test_deferred_rows_drain_after_an_outage_without_new_traffic(
 def test_the_overflow_writer_ends_when_idle_and_comes_back(
     store_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import segment_middleware.overflow as overflow_module
+    import segment_middleware.disk as disk_module
 
-    monkeypatch.setattr(overflow_module, "IDLE_EXIT", 0.05)
+    monkeypatch.setattr(disk_module, "IDLE_EXIT", 0.05)
     rt = runtime(
         None, store_path, write_key="k", host="http://127.0.0.1:9", max_queue_size=5, flush_interval=60
     )
@@ -682,7 +682,7 @@ def test_the_overflow_writer_ends_when_idle_and_comes_back(
         for i in range(20):
             t.track("E", {"i": burst * 20 + i})
         wait_until(lambda: rt.delivery.pending <= 5, 10, "the burst to be written")
-        wait_until(lambda: rt.delivery.overflow._thread is None, 10, "the writer to end")
+        wait_until(lambda: not rt.delivery.disk.writing, 10, "the writer to end")
     rt.delivery.shutdown(0.5)
     s = rt.delivery.stats()
     assert s["dropped"] == 0 and s["deferred"] >= 45 and balanced(s)

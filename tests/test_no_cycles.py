@@ -41,10 +41,7 @@ django.setup()
 # A cycle is written from its first module in sorted order, each module followed by the kind of
 # the import that reaches it (top-level, in-function or TYPE_CHECKING: the one that binds most
 # if there are several).
-KNOWN_CYCLES = {
-    "delivery -> overflow (top-level) -> delivery (TYPE_CHECKING)",  # to be removed by issue 25 item 1
-    "delivery -> sender (top-level) -> delivery (TYPE_CHECKING)",  # to be removed by issue 25 item 1
-}
+KNOWN_CYCLES: set[str] = set()
 # "importer -> module.name": a private name of another module of the package, imported or read.
 KNOWN_PRIVATE_IMPORTS: set[str] = set()
 

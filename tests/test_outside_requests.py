@@ -260,7 +260,7 @@ def test_a_script_importing_a_fastapi_app_sends_with_its_middlewares_settings(
         FASTAPI_APP.format(key=WRITE_KEY, host=receiver.url, store=str(tmp_path / "e.sqlite3"))
     )
     script = (
-        "import segment_middleware as s\nfrom segment_middleware.delivery import all_deliveries\n"
+        "import segment_middleware as s\nfrom segment_middleware.pipelines import all_deliveries\n"
         "from api import app\n"
         "s.tracker(user_id='u1').track('Imported Only')\n"
         "from fastapi.testclient import TestClient\n"

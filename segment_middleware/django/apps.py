@@ -39,8 +39,8 @@ def _flush_on_reloader_interrupt() -> None:
 
     if os.environ.get(DJANGO_AUTORELOAD_ENV) != "true":
         return
-    from ..delivery import shutdown_all
     from ..lifecycle import install_interrupt_flush
+    from ..pipelines import shutdown_all
 
     install_interrupt_flush(lambda: shutdown_all(RELOADER_FLUSH_BUDGET))
 

@@ -18,8 +18,8 @@ from typing import Any
 from debug_toolbar.panels import Panel
 from django.utils.html import format_html, format_html_join
 
-from ..delivery import Watched, watch
 from ..messages import finish
+from ..taps import Watched, watch
 
 __all__ = ["SegmentPanel", "describe"]
 

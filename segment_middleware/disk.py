@@ -1,15 +1,20 @@
-"""The disk side of a pipeline: the queue's overflow (deferred rows) from the request thread
-to the spool and back to the sender, and the bound on the spool (SPOOL_MAX_MB).
+"""The disk side of a pipeline: it owns the store and everything written to it.
 
-When MAX_QUEUE_SIZE messages already wait, new ones are deferred to the spool instead of
-dropped.
+- Without a write key the local store is the destination (:meth:`Disk.store_locally`).
+- A batch that failed after its retries, or was cut off by shutdown, is spooled for
+  ``replay`` (:meth:`Disk.spool`).
+- When MAX_QUEUE_SIZE messages already wait in memory, new ones are deferred to the spool
+  instead of dropped: the request thread only appends to a small handoff deque (no disk, no
+  JSON, no lock it could wait on behind SQLite); a writer thread, started on the first
+  overflow and ended when idle, builds the messages and stores them in one transaction per
+  burst, claimed by this process, so that its primary sender drains them, oldest first,
+  once it has caught up with the live queue. The handoff is bounded too: should the disk
+  fall behind by more than it holds, the excess is dropped, counted and logged.
+- Rows waiting on disk take at most SPOOL_MAX_MB; past it the oldest are evicted.
 
-The request thread only appends to a small handoff deque (no disk, no JSON, no lock it
-could wait on behind SQLite); a writer thread, started on the first overflow and ended
-when idle, builds the messages and stores them in one transaction per burst, claimed by
-this process (its ``claims.token``) so that its primary sender drains them, oldest first,
-once it has caught up with the live queue. The handoff is bounded too: should the disk
-fall behind by more than it holds, the excess is dropped, counted and logged.
+It is built with what it uses (the settings, the pipeline's ledger, the function that
+builds and encodes queued calls, the pipeline's abort signal, and what to do when the
+queue is full) and reaches into nothing else.
 """
 
 from __future__ import annotations
@@ -17,17 +22,19 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .ledger import Ledger
 from .logs import Burst
 from .messages import Encoded, Packed, take
 from .replay import ReplayResult
-from .store import DEFERRED
+from .store import DEFERRED, LOCAL, SPOOL, Store
 
 if TYPE_CHECKING:
-    from .delivery import Delivery
+    from .settings import Settings
 
-__all__ = ["Overflow"]
+__all__ = ["Disk"]
 
 log = logging.getLogger("segment_middleware")
 
@@ -38,14 +45,27 @@ IDLE_EXIT = 5.0  # seconds without overflow before the writer thread ends
 WRITE_AT_MOST = 256
 DEFER_LOG = "segment: deferred %d message(s) to %s (queue full: MAX_QUEUE_SIZE); the sender sends them"
 
+Build = Callable[[list[Packed]], list[Encoded]]
 
-class Overflow:
-    """A pipeline's deferred messages: the handoff, the writer, the rows it holds on disk."""
 
-    def __init__(self, delivery: Delivery) -> None:
-        self.delivery = delivery
-        s = delivery.settings
-        self.limit = max(s.flush_at * 10, s.max_queue_size // 10)
+class Disk:
+    """A pipeline's store, its deferred rows and the spool, in one process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        build: Build,
+        abort: threading.Event,
+        on_full: Callable[[], None],
+    ) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.build = build
+        self.abort = abort
+        self.on_full = on_full
+        self.store = Store(settings.local_store)
+        self.limit = max(settings.flush_at * 10, settings.max_queue_size // 10)
         self.handoff: collections.deque[Packed] = collections.deque()
         self.held = 0  # deferred rows this process holds (claimed) on disk: its sender's to send
         self.burst = Burst(logging.WARNING, DEFER_LOG)
@@ -57,6 +77,34 @@ class Overflow:
         self._disk_lock = threading.RLock()
         self._unchecked = 0  # bytes this process wrote to the spool since it last measured it
 
+    # ------------------------------------------------------------------ destinations
+    def store_locally(self, batch: list[Encoded]) -> None:
+        """No write key: the local store is the destination."""
+        try:
+            self.store.insert(batch, LOCAL)
+        except Exception as exc:
+            log.error("segment: could not write %d message(s) to the local store: %s", len(batch), exc)
+            self.ledger.count("failed", len(batch))
+            return
+        self.ledger.count("stored", len(batch))
+
+    def spool(self, batch: list[Encoded], why: str) -> None:
+        """Undeliverable for now: kept for ``replay`` (SPOOL), else failed, counted, logged."""
+        if not self.settings.spool:
+            log.error("segment: %d message(s) not delivered (%s) and SPOOL is off", len(batch), why)
+            self.ledger.count("failed", len(batch))
+            return
+        try:
+            self.store.insert(batch, SPOOL, error=why)
+        except Exception as exc:
+            log.error("segment: %d message(s) not delivered (%s) and not spooled: %s", len(batch), why, exc)
+            self.ledger.count("failed", len(batch))
+            return
+        self.ledger.spool_log.note(len(batch), why, self.settings.local_store)
+        self.ledger.count("spooled", len(batch))
+        self.bound(batch)
+
+    # ------------------------------------------------------------------ the overflow
     def add(self, item: Packed) -> bool:
         """Take a message the full queue could not (request path); False when the
         handoff is full too."""
@@ -68,6 +116,11 @@ class Overflow:
         if self._thread is None:
             self._start()
         return True
+
+    @property
+    def writing(self) -> bool:
+        """The writer thread is running."""
+        return self._thread is not None
 
     def _start(self) -> None:
         with self._lock:
@@ -84,8 +137,8 @@ class Overflow:
         while True:
             if not self._wake.wait(IDLE_EXIT) and self._retire():
                 return
-            if len(self.handoff) < self.delivery.settings.flush_at:
-                self.delivery.abort.wait(GATHER)  # a trickle: gather it into one transaction
+            if len(self.handoff) < self.settings.flush_at:
+                self.abort.wait(GATHER)  # a trickle: gather it into one transaction
             self._wake.clear()
             try:
                 while self.handoff:
@@ -108,27 +161,30 @@ class Overflow:
 
     def write(self, items: list[Packed]) -> None:
         """Store a burst: deferred rows with a write key, the local store without one."""
-        d = self.delivery
         if not items:
             return
-        d.more_senders()  # the queue is full: if every sender is stuck on the endpoint, one more
-        ready = d.prepare(items)
+        self.on_full()  # the queue is full: if every sender is stuck on the endpoint, one more
+        ready = self.build(items)
         if not ready:
             return
-        if d.settings.uses_store:
-            d.store_locally(ready)
+        if self.settings.uses_store:
+            self.store_locally(ready)
             return
         with self._disk_lock:
             try:
-                d.store.insert(ready, DEFERRED, claimed=True)
+                self.store.insert(ready, DEFERRED, claimed=True)
             except Exception as exc:
                 log.error("segment: %d message(s) could not be deferred to the spool: %s", len(ready), exc)
-                d.count("failed", len(ready))
+                self.ledger.count("failed", len(ready))
                 return
             self.held += len(ready)
-            self.burst.note(len(ready), d.settings.local_store)
-            d.count("deferred", len(ready))
-        self.bound_disk(ready)
+            self.burst.note(len(ready), self.settings.local_store)
+            self.ledger.count("deferred", len(ready))
+        self.bound(ready)
+
+    def write_all(self) -> None:
+        """What the handoff holds, written now (where no thread can be started)."""
+        self.write(take(self.handoff))
 
     # ------------------------------------------------------------------ rows on disk
     def _moved(self, n: int, key: str) -> None:
@@ -136,7 +192,7 @@ class Overflow:
         if n:
             with self._disk_lock:
                 self.held -= n
-                self.delivery.moved(n, key)
+                self.ledger.moved(n, key)
 
     def drained(self, result: ReplayResult) -> None:
         """Account for a drain of the held rows. None left although some are held:
@@ -148,42 +204,41 @@ class Overflow:
 
     def spooled(self, ids: list[int], why: str) -> None:
         """Held rows whose delivery failed for good join the spool (for `replay`)."""
-        d = self.delivery
         try:
-            d.store.to_spool(ids, why)
+            self.store.to_spool(ids, why)
         except Exception as exc:
             log.warning("segment: could not move %d deferred message(s) to the spool: %s", len(ids), exc)
             return
-        d.spool_log.note(len(ids), why, d.settings.local_store)
+        self.ledger.spool_log.note(len(ids), why, self.settings.local_store)
         self._moved(len(ids), "spooled")
 
     def _reconcile(self) -> None:
         with self._disk_lock:
-            lost = self.held - self.delivery.store.count_mine(DEFERRED)
+            lost = self.held - self.store.count_mine(DEFERRED)
             if lost > 0:
-                self.delivery.drop_log.note(lost, "deferred rows evicted past SPOOL_MAX_MB by another")
+                self.ledger.drop_log.note(lost, "deferred rows evicted past SPOOL_MAX_MB by another")
                 self._moved(lost, "dropped")
 
-    def bound_disk(self, batch: list[Encoded]) -> None:
+    def bound(self, batch: list[Encoded]) -> None:
         """SPOOL_MAX_MB, after this process wrote ``batch`` to disk: past it the oldest
         waiting rows go, counted as dropped (here for this process's own deferred rows; their
         owners count the others'). Only writes take the spool past the bound, so each
         process looks once per twentieth of it that it wrote."""
-        d = self.delivery
-        limit = int(d.settings.spool_max_mb * 1024 * 1024)
+        limit = int(self.settings.spool_max_mb * 1024 * 1024)
         with self._disk_lock:
             self._unchecked += sum([len(encoded.body) for encoded in batch])
             if self._unchecked < limit // 20:
                 return
             self._unchecked = 0
             try:
-                result = d.store.evict(limit)
+                result = self.store.evict(limit)
             except Exception as exc:
                 log.warning("segment: could not check the spool's size: %s", exc)
                 return
             if result is not None and result[0]:
                 evicted, own = result
-                d.drop_log.note(evicted, "the spool is over SPOOL_MAX_MB; its oldest rows were evicted")
+                why = "the spool is over SPOOL_MAX_MB; its oldest rows were evicted"
+                self.ledger.drop_log.note(evicted, why)
                 self._moved(own, "dropped")
 
     def hand_over(self) -> None:
@@ -192,10 +247,9 @@ class Overflow:
         process's ``deferred`` count: on disk, waiting."""
         if self.held <= 0:
             return
-        d = self.delivery
         try:
             self._reconcile()
-            released = d.store.release_mine()
+            released = self.store.release_mine()
         except Exception as exc:
             log.warning("segment: could not hand over the deferred rows: %s", exc)
             return
@@ -206,5 +260,5 @@ class Overflow:
                 "segment: %d deferred message(s) left in %s; the app's next process sends them"
                 " (or `segment-middleware replay`)",
                 released,
-                d.settings.local_store,
+                self.settings.local_store,
             )
