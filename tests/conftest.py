@@ -17,6 +17,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers import WRITE_KEY  # noqa: E402  (needs the sys.path line above)
 
+from segment_middleware import ambient  # noqa: E402
+from segment_middleware.core import Runtime  # noqa: E402
+from segment_middleware.settings import Settings  # noqa: E402
+
 # A user's project in miniature, with its own Django settings: test_testing_helpers runs
 # it in a subprocess; collecting it here would load its conftest into this process.
 collect_ignore = ["sample_project"]
@@ -68,3 +72,19 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     start (the CLI, servers, benchmarks) must not inherit it: it names a module only this
     process can import, and the CLI reads a Django project's settings when it is set."""
     os.environ.pop("DJANGO_SETTINGS_MODULE", None)
+
+
+@pytest.fixture
+def local_runtime(store_path: str) -> Iterator[Runtime]:
+    """A runtime on the local store (no write key), flushing quickly; shut down after."""
+    rt = Runtime(Settings.from_sources({"local_store": store_path, "flush_interval": 0.05}, environ={}))
+    yield rt
+    rt.delivery.shutdown(2)
+
+
+@pytest.fixture(autouse=True)
+def _keep_ambient_runtime() -> Iterator[None]:
+    """configure() calls a test makes must not become what later tests' tracker() uses."""
+    before = ambient._configured
+    yield
+    ambient._configured = before

@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,3 +30,23 @@ def stored(store: Path) -> list[dict[str, Any]]:
         check=True,
     ).stdout
     return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    what: str,
+    timeout: float = 20.0,
+    *,
+    alive: Callable[[], str | None] | None = None,
+) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds.
+    ``alive`` (optional) returns why the process being waited on can no longer make the
+    condition true (it exited, with its output), to fail at once with that instead."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        gone = alive() if alive is not None else None
+        if gone:
+            raise AssertionError(f"{what}: {gone}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)

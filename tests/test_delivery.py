@@ -7,11 +7,11 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from helpers import WRITE_KEY
+from helpers import WRITE_KEY, wait_until
 from segment_receiver import SegmentReceiver
 
 from segment_middleware.core import Runtime
@@ -90,13 +90,6 @@ def test_full_queue_without_spool_drops_counts_and_logs_once_per_burst(
     assert not os.path.exists(store_path), "SPOOL off: nothing touched the disk"
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
 def test_full_queue_defers_to_disk_and_the_sender_drains_it_oldest_first(
     receiver: SegmentReceiver, store_path: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -120,7 +113,7 @@ def test_full_queue_defers_to_disk_and_the_sender_drains_it_oldest_first(
     deferred_ids = {r.message["properties"]["i"] for r in Store(store_path).events(kind="deferred")}
     assert len(deferred_ids) == s["deferred"]
     receiver.healthy()
-    wait_until(lambda: rt.delivery.stats()["deferred"] == 0, 30, "the deferred rows to drain")
+    wait_until(lambda: rt.delivery.stats()["deferred"] == 0, "the deferred rows to drain", 30)
     got = receiver.wait_for(500, timeout=30)
     order = [m["properties"]["i"] for m in got]
     assert sorted(order) == list(range(500)), "each message once, none lost"
@@ -203,7 +196,7 @@ def test_spool_max_mb_evicts_the_oldest_and_counts_them_dropped(
                 on_disk = len(Store(store_path).events(kind="deferred"))
                 return rt.delivery.pending <= 10 and on_disk == deferred
 
-            wait_until(settled, 10, "the overflow written, evicted and counted")
+            wait_until(settled, "the overflow written, evicted and counted", 10)
         s = rt.delivery.stats()
         assert s["dropped"] > 0 and balanced(s, pending=rt.delivery.pending)
         rows = Store(store_path).events(kind="deferred")
@@ -373,7 +366,9 @@ def test_write_key_never_logged(
     assert WRITE_KEY not in caplog.text
 
 
-def test_auto_replay_sends_spool_once_endpoint_recovers(receiver: SegmentReceiver, store_path: str) -> None:
+def test_auto_replay_sends_spool_once_endpoint_recovers(
+    receiver: SegmentReceiver, store_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import segment_middleware.sender as sender_module
 
     rt = runtime(receiver, store_path, max_retries=0, auto_replay=True)
@@ -385,27 +380,25 @@ def test_auto_replay_sends_spool_once_endpoint_recovers(receiver: SegmentReceive
     spooled = Store(store_path).events(kind="spool")
     assert len(spooled) == 4 and receiver.messages == []
     receiver.healthy()
-    original = sender_module.REPLAY_EVERY
-    sender_module.REPLAY_EVERY = 0.0
-    try:
-        t.track("Fresh")
-        got = receiver.wait_for(5, timeout=10)
-    finally:
-        sender_module.REPLAY_EVERY = original
+    monkeypatch.setattr(sender_module, "REPLAY_EVERY", 0.0)  # replay at the next look
+    t.track("Fresh")
+    got = receiver.wait_for(5, timeout=10)
+    monkeypatch.undo()
     assert sorted(m["messageId"] for m in got if m["event"] == "Spooled") == sorted(
         r.message_id for r in spooled
     )
-    deadline = time.monotonic() + 10
-    while not all(r.replayed_at and r.replayed_at > 0 for r in Store(store_path).events(kind="spool")):
-        assert time.monotonic() < deadline, "replayed rows were never marked"
-        time.sleep(0.05)
+    wait_until(
+        lambda: all(r.replayed_at and r.replayed_at > 0 for r in Store(store_path).events(kind="spool")),
+        "the replayed rows to be marked",
+        10,
+    )
     assert rt.delivery.flush(5)
     receiver.wait_answered()
     assert len(receiver.messages) == 5
 
 
 def test_auto_replay_sets_aside_a_rejected_row_and_sends_the_rest(
-    receiver: SegmentReceiver, store_path: str
+    receiver: SegmentReceiver, store_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import segment_middleware.sender as sender_module
 
@@ -418,22 +411,18 @@ def test_auto_replay_sets_aside_a_rejected_row_and_sends_the_rest(
     assert len(Store(store_path).events(kind="spool")) == 6 and receiver.messages == []
     receiver.healthy()
     receiver.reject_messages(lambda m: (m.get("properties") or {}).get("i") == 3)
-    original = sender_module.REPLAY_EVERY
-    sender_module.REPLAY_EVERY = 0.0
-    try:
-        t.track("Fresh")
-        got = receiver.wait_for(6, timeout=10)
-    finally:
-        sender_module.REPLAY_EVERY = original
+    monkeypatch.setattr(sender_module, "REPLAY_EVERY", 0.0)  # replay at the next look
+    t.track("Fresh")
+    got = receiver.wait_for(6, timeout=10)
+    monkeypatch.undo()
     assert sorted(m["properties"]["i"] for m in got if m.get("event") == "Spooled") == [0, 1, 2, 4, 5]
+
     # The receiver has them before the sender marks the rows: wait for the marks.
-    deadline = time.monotonic() + 10
-    while True:
-        rows = {r.message["properties"]["i"]: r for r in Store(store_path).events(kind="spool")}
-        settled = all(r.replayed_at and r.replayed_at > 0 for r in rows.values())
-        if settled or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+    def rows_now() -> dict[int, Any]:
+        return {r.message["properties"]["i"]: r for r in Store(store_path).events(kind="spool")}
+
+    wait_until(lambda: all(r.replayed_at for r in rows_now().values()), "the rows to be marked", 10)
+    rows = rows_now()
     assert rows[3].error and "rejected" in rows[3].error
     assert all(rows[i].replayed_at and rows[i].replayed_at > 0 for i in (0, 1, 2, 4, 5))
 
@@ -491,8 +480,8 @@ def test_sender_wakes_for_ten_full_batches_not_each_one(receiver: SegmentReceive
     tracker = rt.tracker(user_id="u")
     for i in range(49):  # 9 full batches: below the wake mark, nothing is sent yet
         tracker.track("Queued", {"i": i})
-    time.sleep(0.5)
-    assert receiver.messages == []
+    # The sender waits on this event for up to FLUSH_INTERVAL (30 s): unset, it sends nothing.
+    assert not rt.delivery.signals.wake.is_set() and receiver.messages == []
     tracker.track("Queued", {"i": 49})  # the 10th full batch wakes the sender
     assert len(receiver.wait_for(50, timeout=10)) == 50
     assert [len(body["batch"]) for body in receiver.batches] == [5] * 10
@@ -660,7 +649,7 @@ def test_deferred_rows_drain_after_an_outage_without_new_traffic(
     held = rt.delivery.stats()["deferred"]
     assert held > 0 and rt.delivery.stats()["spooled"] > 0, "the live batches failed: the endpoint is down"
     receiver.healthy()
-    wait_until(lambda: rt.delivery.stats()["deferred"] == 0, 15, "the deferred rows to drain by themselves")
+    wait_until(lambda: rt.delivery.stats()["deferred"] == 0, "the deferred rows to drain by themselves", 15)
     s = rt.delivery.stats()
     assert s["delivered"] == held and balanced(s)
     assert sorted(m["properties"]["i"] for m in receiver.wait_for(held)) == sorted(
@@ -681,8 +670,8 @@ def test_the_overflow_writer_ends_when_idle_and_comes_back(
     for burst in range(3):
         for i in range(20):
             t.track("E", {"i": burst * 20 + i})
-        wait_until(lambda: rt.delivery.pending <= 5, 10, "the burst to be written")
-        wait_until(lambda: not rt.delivery.disk.writing, 10, "the writer to end")
+        wait_until(lambda: rt.delivery.pending <= 5, "the burst to be written", 10)
+        wait_until(lambda: not rt.delivery.disk.writing, "the writer to end", 10)
     rt.delivery.shutdown(0.5)
     s = rt.delivery.stats()
     assert s["dropped"] == 0 and s["deferred"] >= 45 and balanced(s)

@@ -40,6 +40,16 @@ t = segment_middleware.tracker(user_id="u-1")
 
 def report(**extra):
     print("RESULT " + json.dumps({"stats": segment_middleware.stats(), **extra}), flush=True)
+
+
+def posting(n, timeout=10.0):
+    # Wait until n batches are being posted: a condition, not a guess at how long.
+    from segment_middleware.pipelines import all_deliveries
+
+    deadline = time.monotonic() + timeout
+    while sum(d.posting for d in all_deliveries()) < n:
+        assert time.monotonic() < deadline, f"no {n} post(s) under way after {timeout} s"
+        time.sleep(0.01)
 """
 
 
@@ -252,7 +262,7 @@ def test_a_long_retry_after_does_not_hold_the_exit(
     receiver.fail_with(429, retry_after=3600)
     body = """
     t.track("Rate Limited")
-    time.sleep(0.3)  # the sender now waits out the Retry-After
+    posting(1)  # the sender is in its post: the 429, then the wait for Retry-After
     """
     result = run(body, {**base, "shutdown_timeout": 1}, tmp_path)
     assert result.ended_at is not None and result.exited_at - result.ended_at < 4.0
@@ -296,7 +306,7 @@ def test_shutdown_timeout_bounds_the_exit_and_spools_the_rest(
     body = """
     for i in range(3):
         t.track("At Exit", {"i": i})
-    time.sleep(0.3)  # one batch (FLUSH_AT=1) now waits on the endpoint, two are still queued
+    posting(1)  # one batch (FLUSH_AT=1) now waits on the endpoint, two are still queued
     """
     settings = {**base, "shutdown_timeout": shutdown_timeout, "timeout": 15, "flush_at": 1}
     result = run(body, settings, tmp_path)

@@ -23,7 +23,6 @@ import pickle
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ import pytest
 
 pytest.importorskip("django")
 
-from helpers import WRITE_KEY
+from helpers import WRITE_KEY, wait_until
 from segment_receiver import SegmentReceiver
 from servers import BIN, ROOT, Server, free_port, gunicorn
 from visits import BROWSER
@@ -47,15 +46,21 @@ VISITOR = "visitor-anon-7"
 CHECKOUT_QUERY = f"token={SECRET}&utm_source=newsletter&utm_medium=email&utm_campaign=spring"
 
 
-def wait_until(condition: Callable[[], bool], what: str, proc: Server | None = None) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
+def wait_on(condition: Callable[[], bool], what: str, proc: Server | None = None) -> None:
+    """``helpers.wait_until`` for a worker or server process: fail at once with its output
+    when it exits, and show its output on a time-out."""
+
+    def alive() -> str | None:
         if proc is not None and proc.proc.poll() is not None:
-            raise AssertionError(f"{what}: the process exited ({proc.proc.returncode}):\n{proc.output()}")
-        if time.monotonic() > deadline:
-            detail = f":\n{proc.output()}" if proc is not None else ""
-            raise AssertionError(f"timed out after {WAIT}s waiting for {what}{detail}")
-        time.sleep(0.05)
+            return f"the process exited ({proc.proc.returncode}):\n{proc.output()}"
+        return None
+
+    try:
+        wait_until(condition, what, WAIT, alive=alive)
+    except AssertionError as exc:
+        if proc is not None and "timed out" in str(exc):
+            raise AssertionError(f"{exc}:\n{proc.output()}") from None
+        raise
 
 
 # ---------------------------------------------------------------------- the project
@@ -182,9 +187,9 @@ def test_celery_prefork_worker_runs_tasks_as_the_enqueuing_visitor(
     web.wait_ready()
     checkout(web, "celery", "c-1")
     checkout(web, "celery", "c-2", fail=True)
-    wait_until(lambda: marker(project_env, "celery", "c-2").exists(), "the tasks enqueued by views", worker)
+    wait_on(lambda: marker(project_env, "celery", "c-2").exists(), "the tasks enqueued by views", worker)
     enqueue_outside(project_env, "celery", "c-3")
-    wait_until(lambda: marker(project_env, "celery", "c-3").exists(), "the task enqueued outside", worker)
+    wait_on(lambda: marker(project_env, "celery", "c-3").exists(), "the task enqueued outside", worker)
     assert receiver.messages == [], "with a 60 s flush interval only the shutdown flush sends"
 
     assert worker.stop(timeout=WAIT) == 0, worker.output()
@@ -285,9 +290,9 @@ def test_rq_worker_runs_jobs_as_the_enqueuing_visitor(
     web.wait_ready()
     checkout(web, "rq", "r-1")
     checkout(web, "rq", "r-2", fail=True)
-    wait_until(lambda: marker(env, "rq", "r-2").exists(), "the jobs enqueued by views", worker)
+    wait_on(lambda: marker(env, "rq", "r-2").exists(), "the jobs enqueued by views", worker)
     enqueue_outside(env, "rq", "r-3")
-    wait_until(lambda: marker(env, "rq", "r-3").exists(), "the job enqueued outside", worker)
+    wait_on(lambda: marker(env, "rq", "r-3").exists(), "the job enqueued outside", worker)
 
     if worker_class == "Worker":
         receiver.wait_for(3, timeout=WAIT)  # each horse flushed before its os._exit
@@ -345,9 +350,9 @@ def test_django_tasks_db_worker_runs_tasks_as_the_enqueuing_visitor(
     web.wait_ready()
     checkout(web, "django", "d-1")
     checkout(web, "django", "d-2", fail=True)
-    wait_until(lambda: marker(project_env, "django", "d-2").exists(), "the tasks enqueued by views", worker)
+    wait_on(lambda: marker(project_env, "django", "d-2").exists(), "the tasks enqueued by views", worker)
     enqueue_outside(project_env, "django", "d-3")
-    wait_until(lambda: marker(project_env, "django", "d-3").exists(), "the task enqueued outside", worker)
+    wait_on(lambda: marker(project_env, "django", "d-3").exists(), "the task enqueued outside", worker)
     assert receiver.messages == [], "with a 60 s flush interval only the shutdown flush sends"
 
     assert worker.stop(timeout=WAIT) == 0, worker.output()

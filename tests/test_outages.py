@@ -24,7 +24,7 @@ import pytest
 
 pytest.importorskip("django")
 
-from helpers import WRITE_KEY
+from helpers import WRITE_KEY, wait_until
 from segment_receiver import SegmentReceiver
 from servers import ROOT, Server, gunicorn
 
@@ -276,10 +276,11 @@ def test_a_hanging_endpoint_for_longer_than_the_queue_holds(
         return parse_qs(msg["properties"].get("search", "?n=")[1:]).get("n", [""])[0]
 
     expected = {f"x{i}" for i in range(400)}
-    deadline = time.monotonic() + 60
-    while not expected <= {n_of(m) for m in receiver.messages if m["type"] == "page"}:
-        assert time.monotonic() < deadline, "the backlog did not arrive after the endpoint answered again"
-        time.sleep(0.2)
+    wait_until(
+        lambda: expected <= {n_of(m) for m in receiver.messages if m["type"] == "page"},
+        "the backlog to arrive after the endpoint answered again",
+        60,
+    )
     code = server.stop(timeout=SHUTDOWN_TIMEOUT + 15)
     assert code == 0
     (stats,) = exit_stats(server.log_path.read_text(errors="replace"))

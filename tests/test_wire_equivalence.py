@@ -5,7 +5,7 @@ it). These properties hold it to a reference written here from the README's desc
 of each field, to the plain (uncached) derivations, and to the JSON round trip: whatever
 ``finish`` built is exactly what the endpoint reads, also for values orjson refuses.
 What each context part holds (redaction, ip, locale, campaign) is tested in
-test_core_units.
+test_context.py.
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ def message_strategy(draw: Any) -> tuple[dict[str, Any], tuple[int | None, str |
 
 def reference(item: Queued, s: Settings) -> dict[str, Any]:
     """The message as the README describes it, field by field, written without the
-    sender's code (only the redaction and parsing helpers that test_core_units covers)."""
+    sender's code (only the redaction and parsing helpers that test_context.py covers)."""
     if item.message is None:  # the request's automatic page call
         msg: dict[str, Any] = {"type": "page", "name": item.name, "anonymousId": item.anonymous_id}
         if item.user_id is not None:
