@@ -18,7 +18,7 @@ from .context import RequestFacts
 from .core import Runtime, served
 from .identity import CookieSpec, set_cookie_header
 from .settings import Settings
-from .tracker import Tracker, reset_current, set_current, untracked
+from .tracker import CURRENT, Tracker, untracked
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -163,14 +163,14 @@ class SegmentMiddleware:
                     message["headers"] = [*message.get("headers", ()), set_cookie]
             await send(message)
 
-        token = set_current(tracker)
+        token = CURRENT.set(tracker)
         try:
             await self.app(scope, receive, page_send if tracker.enabled else send)
         except BaseException:
             end(500)
             raise
         finally:
-            reset_current(token)
+            CURRENT.reset(token)
 
     # ------------------------------------------------------------------ lifespan
     def _lifespan_send(self, send: Send) -> Send:

@@ -21,7 +21,7 @@ from .core import Runtime, served
 from .identity import CookieSpec
 from .settings import Settings, SettingsError, unknown_setting
 from .snippet import snippet_global
-from .tracker import Tracker, current, set_current, untracked
+from .tracker import CURRENT, Tracker, untracked
 from .wsgi import begin_environ, header_key, page_start_response
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ class _AppHooks:
             )
         req.segment = tracker
         g._get_current_object().segment = tracker  # type: ignore[attr-defined]
-        set_current(tracker)  # _ResponseStart puts back what was there before the request
+        CURRENT.set(tracker)  # _ResponseStart puts back what was there before the request
         if tracker.enabled:
             req.environ[_STATE] = tracker
 
@@ -179,11 +179,11 @@ class _ResponseStart:
         self.hooks = hooks
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        previous = current()
+        previous = CURRENT.get()
         try:
             return self.wsgi_app(environ, page_start_response(start_response, self.hooks.end, environ))
         finally:
-            set_current(previous)
+            CURRENT.set(previous)
 
 
 def _connect_login_signal(app: Flask) -> None:

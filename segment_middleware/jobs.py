@@ -22,7 +22,7 @@ from typing import Any
 from .ambient import runtime
 from .context import carried_facts, facts_from_carried
 from .core import Runtime
-from .tracker import Tracker, current, reset_current, set_current
+from .tracker import CURRENT, Tracker, current
 
 __all__ = ["KEY", "carry", "running"]
 
@@ -68,11 +68,11 @@ def running(carried: object) -> Iterator[Tracker | None]:
             tracker = _tracker(carried)
         except (TypeError, ValueError) as exc:
             log.warning("segment: a job's carried visitor is not usable (%s); current() is None in it", exc)
-    token = set_current(tracker)
+    token = CURRENT.set(tracker)
     try:
         yield tracker
     finally:
-        reset_current(token)
+        CURRENT.reset(token)
 
 
 def _tracker(carried: object) -> Tracker:

@@ -22,29 +22,22 @@ if TYPE_CHECKING:
     from .context import RequestFacts
     from .keywords import CallOptions
 
-__all__ = ["Tracker", "checked_id", "current", "reset_current", "set_current", "untracked"]
+__all__ = ["CURRENT", "Tracker", "checked_id", "current", "untracked"]
 
 _OPTIONS = frozenset(("context", "integrations", "timestamp", "message_id"))
 _UNSET: Any = object()
 
 Sink = Callable[[dict[str, Any], "RequestFacts | None", float], None]
 
-_current: contextvars.ContextVar[Tracker | None] = contextvars.ContextVar("segment_tracker", default=None)
+#: The request being handled's tracker (a background job's, in a job): what :func:`current`
+#: returns. Adapters and job runners set and reset it around the work, once per request:
+#: ``token = CURRENT.set(tracker)`` ... ``CURRENT.reset(token)``.
+CURRENT: contextvars.ContextVar[Tracker | None] = contextvars.ContextVar("segment_tracker", default=None)
 
 
 def current() -> Tracker | None:
     """The tracker of the request being handled, or None outside a request."""
-    return _current.get()
-
-
-def set_current(tracker: Tracker | None) -> contextvars.Token[Tracker | None]:
-    """Make ``tracker`` what :func:`current` returns in this context (a background job's);
-    :func:`reset_current` with the token puts back what was there."""
-    return _current.set(tracker)
-
-
-def reset_current(token: contextvars.Token[Tracker | None]) -> None:
-    _current.reset(token)
+    return CURRENT.get()
 
 
 def untracked() -> Tracker:

@@ -15,7 +15,7 @@ from .context import RequestFacts
 from .core import Runtime, served
 from .identity import CookieSpec, set_cookie_header
 from .settings import Settings
-from .tracker import Tracker, reset_current, set_current, untracked
+from .tracker import CURRENT, Tracker, untracked
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -125,7 +125,7 @@ class SegmentWSGIMiddleware:
         def end(environ: dict[str, Any], status: int) -> CookieSpec | None:
             return runtime.finish(tracker, status, None, self._user_id(environ))
 
-        token = set_current(tracker)
+        token = CURRENT.set(tracker)
         try:
             return self.app(
                 environ,
@@ -135,4 +135,4 @@ class SegmentWSGIMiddleware:
             end(environ, 500)
             raise
         finally:
-            reset_current(token)
+            CURRENT.reset(token)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import ssl
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +39,24 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
 def receiver() -> Iterator[SegmentReceiver]:
     with SegmentReceiver(WRITE_KEY) as server:
         yield server
+
+
+@pytest.fixture
+def tls_receiver(tmp_path: Path) -> Iterator[tuple[SegmentReceiver, Path]]:
+    """The receiver over https, with a self-signed certificate for 127.0.0.1."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subject = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+    files = ["-keyout", str(key), "-out", str(cert)]
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", *files, *subject],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    with SegmentReceiver(WRITE_KEY, tls=context) as server:
+        yield server, cert
 
 
 @pytest.fixture

@@ -15,12 +15,10 @@ import itertools
 import json
 import os
 import re
-import ssl
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -448,24 +446,6 @@ def test_an_http_proxy_from_the_environment_is_used(
     result = finish(start(body, {**base, "host": "http://127.0.0.1:9"}, tmp_path, env=proxy_env))
     assert result.stats["delivered"] == 1
     assert [m["event"] for m in receiver.messages] == ["Through The Proxy"]
-
-
-@pytest.fixture
-def tls_receiver(tmp_path: Path) -> Iterator[tuple[SegmentReceiver, Path]]:
-    """The receiver over https, with a self-signed certificate for 127.0.0.1."""
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subject = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
-    files = ["-keyout", str(key), "-out", str(cert)]
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", *files, *subject],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    with SegmentReceiver(WRITE_KEY, tls=context) as server:
-        yield server, cert
 
 
 @pytest.mark.parametrize("trusted", [True, False], ids=["ca-bundle-trusts-it", "default-bundle"])

@@ -11,10 +11,7 @@ import base64
 import logging
 import os
 import socket
-import ssl
-import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -128,24 +125,6 @@ def test_a_cookie_setting_endpoint(receiver: SegmentReceiver, store_path: str) -
 
 
 # ---------------------------------------------------------------------- TLS and proxies
-@pytest.fixture
-def tls_receiver(tmp_path: Path) -> Iterator[tuple[SegmentReceiver, Path]]:
-    """The receiver over https, with a self-signed certificate for 127.0.0.1."""
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subject = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
-    files = ["-keyout", str(key), "-out", str(cert)]
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", *files, *subject],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    with SegmentReceiver(WRITE_KEY, tls=context) as server:
-        yield server, cert
-
-
 @pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", None])
 def test_tls_with_a_ca_bundle(
     tls_receiver: tuple[SegmentReceiver, Path],

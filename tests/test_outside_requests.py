@@ -343,3 +343,31 @@ def test_stats_has_every_documented_key() -> None:
         "blocked",
         "deferred",
     }
+
+
+def test_a_forked_worker_says_where_its_events_go_with_its_own_pid(tmp_path: Path) -> None:
+    """A preloading server builds the runtime in its master and forks the workers: each
+    worker's renewed pipeline says the start-up line again, with its own pid."""
+    script = (
+        "import logging, os, sys\n"
+        "logging.basicConfig(level=logging.INFO, stream=sys.stderr, format='%(message)s')\n"
+        "import segment_middleware as s\n"
+        f"s.configure(local_store={str(tmp_path / 'e.sqlite3')!r})\n"
+        "s.tracker(user_id=1).track('Master')\n"
+        "assert s.flush(10)\n"
+        "child = os.fork()\n"
+        "if child == 0:\n"
+        "    s.tracker(user_id=2).track('Worker')\n"
+        "    code = 0 if s.flush(10) else 3\n"
+        "    sys.stderr.flush()\n"
+        "    os._exit(code)\n"
+        "_, status = os.waitpid(child, 0)\n"
+        "print(os.getpid(), child, os.waitstatus_to_exitcode(status))\n"
+    )
+    done = run(["-c", script], tmp_path)
+    assert done.returncode == 0, done.stderr
+    master, worker, code = (int(x) for x in done.stdout.split())
+    assert code == 0
+    lines = [line for line in done.stderr.splitlines() if "events go to the local store" in line]
+    assert len(lines) == 2, done.stderr
+    assert f"(pid {master}," in lines[0] and f"(pid {worker}," in lines[1]

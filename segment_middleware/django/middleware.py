@@ -14,7 +14,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.utils.functional import SimpleLazyObject, empty
 
 from ..context import RequestFacts
-from ..tracker import Tracker, reset_current, set_current, untracked
+from ..tracker import CURRENT, Tracker, untracked
 from .conf import get_runtime
 
 log = logging.getLogger("segment_middleware")
@@ -142,15 +142,15 @@ class SegmentMiddleware:
             return self.__acall__(request)
         tracker = self.runtime.start(self._begin, request, functools.partial(self._user_id, request))
         request.segment = tracker
-        token = set_current(tracker)
+        token = CURRENT.set(tracker)
         try:
             response = self.get_response(request)
         except BaseException:
-            reset_current(token)
+            CURRENT.reset(token)
             if tracker.enabled:
                 self._end(request, tracker, None, self._user_id(request))
             raise
-        reset_current(token)
+        CURRENT.reset(token)
         if tracker.enabled:
             self._end(request, tracker, response, self._user_id(request))
         return response
@@ -161,14 +161,14 @@ class SegmentMiddleware:
         if tracker.enabled:
             self.runtime.known_user(tracker, await self._auser_id(request))
         request.segment = tracker
-        token = set_current(tracker)
+        token = CURRENT.set(tracker)
         try:
             response = await self.get_response(request)
         except BaseException:
-            reset_current(token)
+            CURRENT.reset(token)
             self._end(request, tracker, None, await self._auser_id(request) if tracker.enabled else None)
             raise
-        reset_current(token)
+        CURRENT.reset(token)
         self._end(request, tracker, response, await self._auser_id(request) if tracker.enabled else None)
         return response
 
