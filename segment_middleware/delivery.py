@@ -105,7 +105,8 @@ class Delivery:
                     announce(self.settings)  # a forked worker says it too, with its own pid
 
     def put(self, item: Packed) -> None:
-        """Queue a message. Never blocks, never raises, never does I/O."""
+        """Queue a message. Never raises; never waits on I/O, unless the disk writer is a
+        whole handoff behind an overflow (see :meth:`Disk.add`)."""
         sink = taps.capture_sink
         if sink is not None:
             self._hand_to_capture(item, sink)
@@ -128,7 +129,7 @@ class Delivery:
             if not self._overflows:
                 self.ledger.dropped(1, "queue full (MAX_QUEUE_SIZE) and SPOOL is off")
             elif not self.disk.add(item):
-                self.ledger.dropped(1, "queue full (MAX_QUEUE_SIZE) and the spool writer behind")
+                self.ledger.dropped(1, "queue full, spool writer behind, on an event loop")
             return
         n = len(q)
         if n >= self._wake_at:

@@ -9,7 +9,8 @@
   overflow and ended when idle, builds the messages and stores them in one transaction per
   burst, claimed by this process, so that its primary sender drains them, oldest first,
   once it has caught up with the live queue. The handoff is bounded too: should the disk
-  fall behind by more than it holds, the excess is dropped, counted and logged.
+  fall behind by more than it holds, the caller writes it (an event loop's thread drops
+  instead, counted and logged).
 - Rows waiting on disk take at most SPOOL_MAX_MB; past it the oldest are evicted.
 
 It is built with what it uses (the settings, the pipeline's ledger, the function that
@@ -19,6 +20,7 @@ queue is full) and reaches into nothing else.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import threading
@@ -46,6 +48,15 @@ WRITE_AT_MOST = 256
 DEFER_LOG = "segment: deferred %d message(s) to %s (queue full: MAX_QUEUE_SIZE); the sender sends them"
 
 Build = Callable[[list[Packed]], list[Encoded]]
+
+
+def _on_event_loop() -> bool:
+    """This thread runs an asyncio event loop (looked up only when the handoff is full)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 class Disk:
@@ -106,10 +117,20 @@ class Disk:
 
     # ------------------------------------------------------------------ the overflow
     def add(self, item: Packed) -> bool:
-        """Take a message the full queue could not (request path); False when the
-        handoff is full too."""
+        """Take a message the full queue could not (request path); False only when the
+        handoff is full and the caller is an event loop.
+
+        The handoff fills only when messages come faster than the writer can build and
+        store them (an in-process loop, never a server whose requests cost more than a
+        message). Then the caller writes the handoff itself, as a pool's caller-runs policy
+        does: that one call waits on the disk, and nothing is lost. An event loop's thread
+        must never wait on the disk (SPEC: the async adapters never block the loop), so
+        there the message is dropped, counted and logged."""
         if len(self.handoff) >= self.limit:
-            return False
+            if _on_event_loop():
+                return False
+            self.write([*take(self.handoff), item])
+            return True
         self.handoff.append(item)
         if not self._wake.is_set():
             self._wake.set()

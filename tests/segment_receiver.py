@@ -349,6 +349,7 @@ class SegmentReceiver:
 
         self._requests: list[ReceivedRequest] = []
         self._in_progress = 0  # requests being handled (see wait_answered)
+        self.began = 0  # requests whose handling began (a slowed one is recorded only when answered)
         self._batches: list[dict[str, Any]] = []
         self._messages: list[dict[str, Any]] = []
 
@@ -748,6 +749,7 @@ class SegmentReceiver:
         """One request, counted as in progress until its response (if any) is written."""
         with self._changed:
             self._in_progress += 1
+            self.began += 1
         try:
             self._handle(handler)
         finally:

@@ -125,6 +125,54 @@ def test_full_queue_defers_to_disk_and_the_sender_drains_it_oldest_first(
     assert not Store(store_path).events(kind="deferred", pending_only=True)
 
 
+def test_a_tight_loop_faster_than_the_disk_loses_nothing(receiver: SegmentReceiver, store_path: str) -> None:
+    """SPEC 7: only SPOOL_MAX_MB drops. A loop that queues faster than the overflow writer
+    can store (no pause between calls, a handoff of 100) fills the handoff; the caller
+    then writes it itself, so every message is deferred, none dropped."""
+    receiver.refuse()
+    rt = runtime(receiver, store_path, max_queue_size=20, flush_at=10, max_retries=0, flush_interval=60)
+    assert rt.delivery.disk.limit == 100
+    t = rt.tracker(anonymous_id="a")
+    for i in range(3000):
+        t.track("E", {"i": i})
+    rt.delivery.shutdown(2.0)
+    s = rt.delivery.stats()
+    assert s["dropped"] == 0 and s["queued"] == 3000 and balanced(s), s
+    on_disk = Store(store_path).events(kind="deferred") + Store(store_path).events(kind="spool")
+    assert sorted(r.message["properties"]["i"] for r in on_disk) == list(range(3000 - s["delivered"]))
+
+
+def test_an_event_loop_never_writes_the_overflow_itself(
+    receiver: SegmentReceiver, store_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The async adapters never block the loop on the disk: with the handoff full, a call
+    made on an event loop's thread is dropped, counted and logged, not written there."""
+    import asyncio
+
+    receiver.refuse()
+    rt = runtime(receiver, store_path, max_queue_size=20, flush_at=10, max_retries=0, flush_interval=60)
+    t = rt.tracker(anonymous_id="a")
+    written: list[int] = []
+    disk_write = rt.delivery.disk.write
+
+    def record(items: list[Any]) -> None:
+        written.append(len(items))
+        disk_write(items)
+
+    async def burst() -> None:
+        rt.delivery.disk.write = record  # type: ignore[method-assign]
+        for i in range(3000):
+            t.track("E", {"i": i})
+
+    with caplog.at_level(logging.WARNING, logger="segment_middleware"):
+        asyncio.run(burst())
+        rt.delivery.shutdown(2.0)
+    s = rt.delivery.stats()
+    assert s["dropped"] > 0 and s["queued"] == 3000 and balanced(s), s
+    assert any("dropped" in r.getMessage() and "event loop" in r.getMessage() for r in caplog.records)
+    assert all(n <= rt.delivery.disk.limit for n in written), "only the writer thread's bursts were written"
+
+
 def test_deferred_rows_left_at_exit_are_sent_by_the_next_process(
     receiver: SegmentReceiver, store_path: str
 ) -> None:
