@@ -13,6 +13,11 @@ build the page message in the request and call ``page()`` inline). ``+auth`` sta
 sessions (signed cookies) and ``AuthenticationMiddleware``. gunicorn loads it as
 ``common:wsgi_app()`` with the stack in ``BENCH_STACK``.
 
+The ``collect`` stack is ``ours+auth`` with the first-party collection routes mounted under
+``/segment/`` and a plain JSON view that does nothing (``POST /api/noop``, excluded from
+tracking, so it is the framework's own cost of a request). :func:`starlette_app` is the same
+for Starlette under uvicorn, :func:`django_asgi_app` the Django one under uvicorn.
+
 ``python bench/common.py receiver ...`` is the receiver process (see :class:`Receiver`).
 Nothing here leaves 127.0.0.1.
 """
@@ -154,6 +159,14 @@ def children_of(parent: int) -> list[int]:
     return sorted(out)
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
 def rss_mb() -> float:
     """This process's resident set size (VmRSS), in MB."""
     with open("/proc/self/status") as status:
@@ -277,11 +290,12 @@ class Receiver:
                 self.proc.wait(5)
 
 
-def one_page_per_request(summary: Mapping[str, Any], sent: int) -> bool:
-    """Exactly one page call per tracked request: count, type, distinct messageIds, path."""
+def one_page_per_request(summary: Mapping[str, Any], sent: int, call: str = "page") -> bool:
+    """Exactly one page call per tracked request (or ``call``, one per event posted):
+    count, type, distinct messageIds, path."""
     return (
         summary.get("messages") == sent
-        and summary.get("types") == ({"page": sent} if sent else {})
+        and summary.get("types") == ({call: sent} if sent else {})
         and summary.get("message_ids") == sent
         and summary.get("paths") == ({PAGE_PATH: sent} if sent else {})
     )
@@ -356,6 +370,17 @@ STACKS: dict[str, list[str]] = {
     "bare+auth": [*BASE_MIDDLEWARE, *AUTH_MIDDLEWARE],
     "ours+auth": [*BASE_MIDDLEWARE, *AUTH_MIDDLEWARE, OURS],
     "naive+auth": [*BASE_MIDDLEWARE, *AUTH_MIDDLEWARE, NAIVE],
+    "collect": [*BASE_MIDDLEWARE, *AUTH_MIDDLEWARE, OURS],
+}
+#: The collection routes' mount, and the empty JSON view they are compared with.
+COLLECT_MOUNT = "/segment/"
+NOOP_PATH = "/api/noop"
+#: The ``collect`` stack's settings besides the key and host: the empty view untracked; a
+#: rate limit no benchmark reaches (the limiter still runs for every request: one visitor
+#: posts everything).
+COLLECT_SEGMENT: dict[str, Any] = {
+    "EXCLUDE_PATHS": [HEALTH_PATH, NOOP_PATH],
+    "COLLECT_RATE_LIMIT": "1000000/s burst 1000000",
 }
 
 
@@ -371,10 +396,28 @@ def health(request: Any) -> Any:
     return HttpResponse(b"ok", content_type="text/plain")
 
 
-def _urlpatterns() -> list[Any]:
-    from django.urls import path
+def noop(request: Any) -> Any:
+    """The plain JSON view that does nothing (the ``collect`` stack's baseline)."""
+    from django.http import JsonResponse
 
-    return [path("products/<slug:slug>/", hello, name="product"), path("health", health, name="health")]
+    return JsonResponse({"success": True})
+
+
+def _urlpatterns() -> list[Any]:
+    from django.conf import settings
+    from django.urls import include, path
+    from django.views.decorators.csrf import csrf_exempt
+
+    patterns: list[Any] = [
+        path("products/<slug:slug>/", hello, name="product"),
+        path("health", health, name="health"),
+    ]
+    if getattr(settings, "BENCH_COLLECT", False):
+        patterns += [
+            path(NOOP_PATH.lstrip("/"), csrf_exempt(noop), name="noop"),
+            path(COLLECT_MOUNT.lstrip("/"), include("segment_middleware.django.urls")),
+        ]
+    return patterns
 
 
 def __getattr__(name: str) -> Any:
@@ -385,10 +428,14 @@ def __getattr__(name: str) -> Any:
 
 
 def configure_django(
-    segment: Mapping[str, Any], naive_host: str | None = None, middleware: Sequence[str] = BASE_MIDDLEWARE
+    segment: Mapping[str, Any],
+    naive_host: str | None = None,
+    middleware: Sequence[str] = BASE_MIDDLEWARE,
+    collect: bool = False,
 ) -> None:
     """``settings.configure`` + ``django.setup`` for the app (once per process); a throwaway
-    ``LOCAL_STORE`` unless one is given, never the project's own ``.segment/``."""
+    ``LOCAL_STORE`` unless one is given, never the project's own ``.segment/``; ``collect``
+    mounts the collection routes and the empty JSON view."""
     import django
     from django.conf import settings
 
@@ -411,6 +458,7 @@ def configure_django(
         LOGGING_CONFIG=None,
         SEGMENT=segment,
         BENCH_NAIVE_HOST=naive_host,
+        BENCH_COLLECT=collect,
     )
     django.setup()
 
@@ -428,18 +476,67 @@ def django_handler(middleware: Sequence[str]) -> Any:
         settings.MIDDLEWARE = saved
 
 
-def wsgi_app() -> Any:
-    """gunicorn's entry point (``common:wsgi_app()``): ``BENCH_STACK`` (a key of STACKS),
-    ``BENCH_HOST`` (the receiver's URL), ``BENCH_LOCAL_STORE``."""
+def _configure_from_env() -> None:
+    """The Django app of ``BENCH_STACK`` (a key of STACKS), posting to ``BENCH_HOST`` (the
+    receiver's URL), its store at ``BENCH_LOCAL_STORE``."""
     stack = os.environ.get("BENCH_STACK", "bare")
     host = os.environ.get("BENCH_HOST")
     segment: dict[str, Any] = {"WRITE_KEY": WRITE_KEY, "HOST": host} if host else {}
     if os.environ.get("BENCH_LOCAL_STORE"):
         segment["LOCAL_STORE"] = os.environ["BENCH_LOCAL_STORE"]
-    configure_django(segment, naive_host=host, middleware=STACKS[stack])
+    if stack == "collect":
+        segment.update(COLLECT_SEGMENT)
+    configure_django(segment, naive_host=host, middleware=STACKS[stack], collect=stack == "collect")
+
+
+def wsgi_app() -> Any:
+    """gunicorn's entry point (``common:wsgi_app()``), configured from the environment."""
+    _configure_from_env()
     from django.core.wsgi import get_wsgi_application
 
     return get_wsgi_application()
+
+
+def django_asgi_app() -> Any:
+    """uvicorn's entry point for the Django app (``--factory common:django_asgi_app``)."""
+    _configure_from_env()
+    from django.core.asgi import get_asgi_application
+
+    return get_asgi_application()
+
+
+def starlette_app() -> Any:
+    """uvicorn's entry point for Starlette (``--factory common:starlette_app``): the
+    ``collect`` stack's routes (the mount, the empty JSON view, ``/health``) behind the
+    package's ``SegmentMiddleware`` with the same settings."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse, PlainTextResponse
+    from starlette.routing import Mount, Route
+
+    from segment_middleware.asgi import SegmentMiddleware, collect_router
+
+    async def noop(request: Any) -> Any:
+        return JSONResponse({"success": True})
+
+    async def health(request: Any) -> Any:
+        return PlainTextResponse("ok")
+
+    app = Starlette(
+        routes=[
+            Route(HEALTH_PATH, health),
+            Route(NOOP_PATH, noop, methods=["POST"]),
+            Mount(COLLECT_MOUNT.rstrip("/"), app=collect_router),
+        ]
+    )
+    settings = {k.lower(): v for k, v in COLLECT_SEGMENT.items()}
+    if os.environ.get("BENCH_HOST"):
+        settings.update(write_key=WRITE_KEY, host=os.environ["BENCH_HOST"])
+    store = os.environ.get("BENCH_LOCAL_STORE")
+    settings["local_store"] = store or os.path.join(
+        tempfile.mkdtemp(prefix="segment-bench-"), "events.sqlite3"
+    )
+    app.add_middleware(SegmentMiddleware, **settings)
+    return app
 
 
 def environ() -> dict[str, Any]:
@@ -529,16 +626,27 @@ class NaiveSegmentMiddleware:
         return response
 
 
-# ---------------------------------------------------------------------- gunicorn
+# ---------------------------------------------------------------------- gunicorn and uvicorn
 @dataclass
 class Gunicorn:
-    """gunicorn (sync workers) serving ``common:wsgi_app()`` with one stack."""
+    """gunicorn serving ``app`` (``common:wsgi_app()``: the Django app) with one stack;
+    ``worker_class`` ``sync`` or ``gthread`` (with ``threads`` each)."""
 
     stack: str
     host: str | None
     workdir: str
     workers: int = 2
     env: Mapping[str, str] | None = None
+    worker_class: str = "sync"
+    threads: int = 1
+    app: str = "common:wsgi_app()"
+
+    def _argv(self) -> list[str]:
+        argv = [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers)]
+        argv += ["--worker-class", self.worker_class, "--graceful-timeout", "20", "--log-level", "warning"]
+        if self.worker_class == "gthread":
+            argv += ["--threads", str(self.threads)]
+        return [*argv, "--chdir", str(HERE), self.app]
 
     def __post_init__(self) -> None:
         self.port = free_port()
@@ -548,33 +656,37 @@ class Gunicorn:
         if self.host:
             env["BENCH_HOST"] = self.host
         env["BENCH_LOCAL_STORE"] = os.path.join(self.workdir, f"{name}-{self.port}.sqlite3")
-        argv = [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers)]
-        argv += ["--worker-class", "sync", "--graceful-timeout", "20", "--log-level", "warning"]
-        argv += ["--chdir", str(HERE), "common:wsgi_app()"]
-        self.log_path = os.path.join(self.workdir, f"gunicorn-{name}-{self.port}.log")
+        argv = self._argv()
+        self.server = Path(argv[0]).name
+        self.log_path = os.path.join(self.workdir, f"{self.server}-{name}-{self.port}.log")
         with open(self.log_path, "wb") as out:
             self.proc = subprocess.Popen(
                 argv, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
+
+    def worker_pids(self) -> list[int]:
+        """The workers: the server's children, less multiprocessing's resource tracker
+        (uvicorn's spawned workers start one)."""
+        return [pid for pid in children_of(self.proc.pid) if b"resource_tracker" not in _cmdline(pid)]
 
     def wait_ready(self, timeout: float = 30.0) -> list[int]:
         """Until ``/health`` answers 200 and every worker is up; the workers' pids."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn {self.stack} exited early; see {self.log_path}")
+                raise RuntimeError(f"{self.server} {self.stack} exited early; see {self.log_path}")
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
                 conn.request("GET", HEALTH_PATH)
                 ok = conn.getresponse().status == 200
                 conn.close()
-                workers = children_of(self.proc.pid)
+                workers = self.worker_pids()
                 if ok and len(workers) == self.workers:
                     return workers
             except OSError:
                 pass
             time.sleep(0.1)  # start-up poll: the server has no other way to say it is ready
-        raise RuntimeError(f"gunicorn {self.stack} not ready after {timeout}s; see {self.log_path}")
+        raise RuntimeError(f"{self.server} {self.stack} not ready after {timeout}s; see {self.log_path}")
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM (the workers flush within SHUTDOWN_TIMEOUT) and wait, bounded."""
@@ -586,6 +698,27 @@ class Gunicorn:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
         return self.proc.returncode
+
+
+@dataclass
+class Uvicorn(Gunicorn):
+    """uvicorn (asyncio, h11: what a plain ``pip install uvicorn`` runs) serving the factory
+    ``app`` (``common:starlette_app``, ``common:django_asgi_app``); its workers are the
+    supervisor's children, as gunicorn's are."""
+
+    app: str = "common:starlette_app"
+
+    def _argv(self) -> list[str]:
+        argv = [str(BIN / "uvicorn"), "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log"]
+        argv += [
+            "--workers",
+            str(self.workers),
+            "--log-level",
+            "warning",
+            "--timeout-graceful-shutdown",
+            "20",
+        ]
+        return [*argv, "--app-dir", str(HERE), "--factory", self.app]
 
 
 def versions() -> dict[str, Any]:

@@ -1,11 +1,11 @@
-"""Real-server load: p50/p99 and the workers' CPU per request under gunicorn, bare vs ours vs naive.
+"""Real-server load: p50/p99 and the workers' CPU per request; two scenarios.
 
-What users feel. Three gunicorns (sync worker class, 2 workers each) serve the Django app of
-``common`` with sessions and auth (``bare+auth``, ``ours+auth``, ``naive+auth``); the two
-Segment stacks post to receivers of their own, over plain HTTP and then over TLS (a
-self-signed certificate trusted through ``REQUESTS_CA_BUNDLE``). Load comes from client
-*processes* (one GIL each, none shared with a server), a new connection per request, as
-the sync worker closes each one.
+**pages** (the default): what users feel. Three gunicorns (sync worker class, 2 workers each)
+serve the Django app of ``common`` with sessions and auth (``bare+auth``, ``ours+auth``,
+``naive+auth``); the two Segment stacks post to receivers of their own, over plain HTTP and
+then over TLS (a self-signed certificate trusted through ``REQUESTS_CA_BUNDLE``). Load comes
+from client *processes* (one GIL each, none shared with a server), a new connection per
+request, as the sync worker closes each one.
 
 Each of ``--rounds`` rounds gives every stack, in rotated order:
 
@@ -20,8 +20,21 @@ Reported per transport: the medians over rounds of p50, p99 and CPU per request,
 naive against bare. After SIGTERM each receiver must hold exactly one page call per tracked
 request (warm-up and pre-roll included).
 
+**collect**: the first-party analytics.js endpoint against the same app's empty JSON view.
+For each of ``--servers`` (gunicorn ``sync`` and ``gthread`` serving the Django app's
+``collect`` stack, ``uvicorn`` serving the Starlette one, optionally ``uvicorn-django``), 2
+workers and a receiver of its own; each round, in rotated order, ``--cpu`` requests at
+concurrency 4 to the empty view, to ``v1/t`` (one track call) and to ``v1/b`` (``--batch``
+calls), as analytics-next posts them (``text/plain`` JSON, the visitor's cookie, the
+page's Origin and Referer, a fresh messageId per event). Requests/s and events/s over the
+answers; the workers' CPU until the receiver holds every event and the workers are at rest;
+an endpoint's *added* CPU per event is its CPU per request less the empty view's, divided by
+its events. After SIGTERM the receiver must hold exactly one track call per event posted,
+each messageId once, and nothing else (no page call for a request to the mount).
+
 Run: ``python bench/load.py [--rounds 3] [--latency N] [--cpu N] [--transports http,tls]
-[--json PATH]``. Nothing leaves 127.0.0.1; see bench/README.md.
+[--scenario pages|collect] [--servers sync,gthread,uvicorn] [--batch 20] [--json PATH]``.
+Nothing leaves 127.0.0.1; see bench/README.md.
 """
 
 from __future__ import annotations
@@ -30,12 +43,15 @@ import argparse
 import array
 import contextlib
 import http.client
+import itertools
 import json
 import multiprocessing
 import shutil
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -53,10 +69,20 @@ TARGET = f"{common.PAGE_PATH}?{common.QUERY}"
 
 
 # ---------------------------------------------------------------------- load generator
-def one_request(port: int) -> int:
+#: Where a request's body takes a fresh messageId (a collect target's body template).
+MESSAGE_ID = b"@MID@"
+
+
+def one_request(
+    port: int,
+    method: str = "GET",
+    path: str = TARGET,
+    body: bytes | None = None,
+    headers: dict[str, str] = common.HEADERS,
+) -> int:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        conn.request("GET", TARGET, headers=common.HEADERS)
+        conn.request(method, path, body, headers=headers)
         resp = conn.getresponse()
         resp.read()
         return resp.status
@@ -64,15 +90,32 @@ def one_request(port: int) -> int:
         conn.close()
 
 
+def requester(port: int, target: dict[str, Any] | None) -> Callable[[], int]:
+    """One request of the job: the page GET, or a collect ``target`` (method, path, headers,
+    body) whose body gets a messageId no other request of any run has in each slot."""
+    if target is None:
+        return lambda: one_request(port)
+    parts = target["body"].split(MESSAGE_ID)
+    prefix = f"bench-{uuid.uuid4().hex[:12]}-".encode()
+    seq = itertools.count()
+
+    def call() -> int:
+        body = parts[0] + b"".join(prefix + str(next(seq)).encode() + part for part in parts[1:])
+        return one_request(port, target["method"], target["path"], body, target["headers"])
+
+    return call
+
+
 def client_main(conn: Connection) -> None:
-    """A client process: jobs ``(port, preroll_until, n, deadline)`` from the pipe;
+    """A client process: jobs ``(port, preroll_until, n, deadline, target)`` from the pipe;
     answers the timed latencies (ns), the pre-roll count and the non-200 count."""
     while (job := conn.recv()) is not None:
-        port, preroll_until, n, deadline = job
+        port, preroll_until, n, deadline, target = job
         try:
+            request = requester(port, target)
             pre = bad = 0
             while time.monotonic() < preroll_until and pre < 20_000:
-                bad += one_request(port) != 200
+                bad += request() != 200
                 pre += 1
             times = array.array("q")
             pc = time.perf_counter_ns
@@ -80,7 +123,7 @@ def client_main(conn: Connection) -> None:
                 if time.monotonic() > deadline:
                     break
                 t0 = pc()
-                status = one_request(port)
+                status = request()
                 times.append(pc() - t0)
                 bad += status != 200
             conn.send({"times": times.tobytes(), "preroll": pre, "bad": bad})
@@ -103,13 +146,20 @@ class Clients:
             self.procs.append(proc)
 
     def run(
-        self, port: int, n: int, concurrency: int, deadline: float, preroll_s: float = 0.0
+        self,
+        port: int,
+        n: int,
+        concurrency: int,
+        deadline: float,
+        preroll_s: float = 0.0,
+        target: dict[str, Any] | None = None,
     ) -> tuple[list[int], int]:
-        """``n`` requests shared by ``concurrency`` clients; (latencies in ns, all requests made)."""
+        """``n`` requests (the page GET, or ``target``) shared by ``concurrency`` clients;
+        (latencies in ns, all requests made)."""
         until = time.monotonic() + preroll_s
         pipes = self.pipes[:concurrency]
         for i, pipe in enumerate(pipes):
-            pipe.send((port, until, n // concurrency + (i < n % concurrency), deadline))
+            pipe.send((port, until, n // concurrency + (i < n % concurrency), deadline, target))
         times: list[int] = []
         made = 0
         for pipe in pipes:
@@ -186,7 +236,7 @@ def run_transport(transport: str, args: argparse.Namespace, clients: Clients, wo
                 cpu_lat = load(stack, args.cpu, CPU_CONCURRENCY)
                 drain(stack)
                 spent = cpu_at_rest(workers[stack]) - before
-                if common.children_of(servers[stack].proc.pid) != workers[stack]:
+                if servers[stack].worker_pids() != workers[stack]:
                     raise RuntimeError(f"gunicorn {stack}: a worker restarted; its CPU counters are lost")
                 rounds[stack].append(
                     {
@@ -250,6 +300,211 @@ def report(results: dict[str, Any]) -> bool:
     return ok
 
 
+# ---------------------------------------------------------------------- scenario "collect"
+#: Server kinds: the Django app (``collect`` stack) under gunicorn, Starlette or Django under uvicorn.
+COLLECT_SERVERS = {
+    "sync": "gunicorn sync, Django",
+    "gthread": "gunicorn gthread, Django",
+    "uvicorn": "uvicorn, Starlette",
+    "uvicorn-django": "uvicorn, Django (ASGI)",
+}
+NOOP = "noop"
+SITE = "https://shop.example.com"
+
+
+def collect_server(kind: str, host: str, workdir: str, threads: int) -> common.Gunicorn:
+    if kind == "sync":
+        return common.Gunicorn("collect", host, workdir)
+    if kind == "gthread":
+        return common.Gunicorn("collect", host, workdir, worker_class="gthread", threads=threads)
+    if kind == "uvicorn":
+        return common.Uvicorn("collect", host, workdir)
+    if kind == "uvicorn-django":
+        return common.Uvicorn("collect", host, workdir, app="common:django_asgi_app")
+    raise ValueError(f"unknown server {kind!r}: one of {', '.join(COLLECT_SERVERS)}")
+
+
+def browser_event(index: int) -> dict[str, Any]:
+    """A track call as analytics-next's ``Segment.io`` plugin posts it from the product page
+    (its messageId filled per request by the client)."""
+    page = f"{SITE}{common.PAGE_PATH}?{common.QUERY}"
+    return {
+        "type": "track",
+        "event": "Product Viewed",
+        "properties": {
+            "product_id": "507f1f77bcf86cd799439011",
+            "sku": "BW-0042",
+            "name": "Blue Widget",
+            "category": "Widgets",
+            "price": 18.99,
+            "currency": "USD",
+            "position": index,
+        },
+        "context": {
+            "page": {
+                "path": common.PAGE_PATH,
+                "referrer": common.HEADERS["Referer"],
+                "search": f"?{common.QUERY}",
+                "title": "Blue Widget | Shop",
+                "url": page,
+            },
+            "library": {"name": "analytics.js", "version": "npm:next-1.81.0"},
+            "userAgent": common.HEADERS["User-Agent"],
+            "locale": "en-US",
+            "campaign": {"source": "newsletter", "medium": "email", "name": "spring_sale", "content": "hero"},
+        },
+        "integrations": {},
+        "messageId": MESSAGE_ID.decode(),
+        "anonymousId": common.ANONYMOUS_ID,
+        "timestamp": "2026-12-07T08:00:00.000Z",
+        "writeKey": common.WRITE_KEY,
+        "userId": None,
+        "_metadata": {"bundled": ["Segment.io"], "unbundled": [], "bundledIds": []},
+    }
+
+
+def collect_targets(batch: int) -> dict[str, tuple[dict[str, Any], int]]:
+    """Each endpoint's request and the events it carries: ``noop`` (the app's empty JSON
+    view, given the single event's body), ``v1/t`` (one event), ``v1/b`` (``batch`` events,
+    as analytics-next's batching strategy posts them)."""
+    headers = {
+        "Host": "shop.example.com",
+        "User-Agent": common.HEADERS["User-Agent"],
+        "Accept": "*/*",
+        "Accept-Language": common.HEADERS["Accept-Language"],
+        "Origin": SITE,
+        "Referer": f"{SITE}{common.PAGE_PATH}",
+        "Cookie": common.HEADERS["Cookie"],
+        "Content-Type": "text/plain;charset=UTF-8",
+    }
+    single = json.dumps({**browser_event(0), "sentAt": "2026-12-07T08:00:00.100Z"}).encode()
+    events = [{k: v for k, v in browser_event(i).items() if k != "writeKey"} for i in range(batch)]
+    batched = json.dumps(
+        {"batch": events, "sentAt": "2026-12-07T08:00:00.100Z", "writeKey": common.WRITE_KEY}
+    )
+    mount = common.COLLECT_MOUNT
+    return {
+        NOOP: ({"method": "POST", "path": common.NOOP_PATH, "headers": headers, "body": single}, 0),
+        "v1/t": ({"method": "POST", "path": f"{mount}v1/t", "headers": headers, "body": single}, 1),
+        "v1/b": (
+            {"method": "POST", "path": f"{mount}v1/b", "headers": headers, "body": batched.encode()},
+            batch,
+        ),
+    }
+
+
+def run_collect(kind: str, args: argparse.Namespace, clients: Clients, workdir: str) -> dict[str, Any]:
+    """One server kind: the empty view, ``v1/t`` and ``v1/b`` in rotated order each round,
+    ``--cpu`` requests at concurrency 4 each; requests/s over the answers, the workers' CPU
+    until the receiver holds every event and the workers are at rest."""
+    targets = collect_targets(args.batch)
+    order = list(targets)
+    receiver = common.Receiver()
+    server = collect_server(kind, receiver.url, workdir, args.threads)
+    deadline = time.monotonic() + args.limit
+    sent = 0
+    drain_timeouts: list[str] = []
+    rounds: dict[str, list[dict[str, float]]] = {e: [] for e in order}
+
+    def load(endpoint: str, n: int) -> tuple[list[int], float]:
+        nonlocal sent
+        target, events = targets[endpoint]
+        t0 = time.monotonic()
+        times, made = clients.run(server.port, n, CPU_CONCURRENCY, deadline, target=target)
+        wall = time.monotonic() - t0
+        sent += made * events
+        got = receiver.wait_for(sent, DRAIN_TIMEOUT_S)
+        if got < sent:
+            drain_timeouts.append(f"{endpoint}: {got}/{sent}")
+        return times, wall
+
+    try:
+        workers = server.wait_ready()
+        for endpoint in order:
+            load(endpoint, args.warmup)
+        for r in range(args.rounds):
+            for endpoint in order[r % 3 :] + order[: r % 3]:
+                before = common.cpu_seconds(workers)
+                times, wall = load(endpoint, args.cpu)
+                spent = cpu_at_rest(workers) - before
+                if server.worker_pids() != workers:
+                    raise RuntimeError(f"{kind}: a worker restarted; its CPU counters are lost")
+                events = targets[endpoint][1]
+                n = max(1, len(times))
+                rounds[endpoint].append(
+                    {
+                        "req_s": len(times) / wall,
+                        "events_s": len(times) * events / wall,
+                        "cpu_us_req": spent / n * 1e6,
+                        "p50_us": common.pct(times, 50) / 1000,
+                    }
+                )
+            common.log(f"  {kind}: round {r + 1}/{args.rounds} done")
+    finally:
+        server.stop()
+        received = receiver.summary()
+        receiver.stop()
+    endpoints: dict[str, dict[str, Any]] = {
+        e: {k: common.median(x[k] for x in rounds[e]) for k in rounds[e][0]} for e in order
+    }
+    base = endpoints[NOOP]["cpu_us_req"]
+    for endpoint in order[1:]:
+        v, events = endpoints[endpoint], targets[endpoint][1]
+        v["events"] = events
+        v["cpu_us_event"] = v["cpu_us_req"] / events
+        v["added_us_event"] = (v["cpu_us_req"] - base) / events
+        v["added_vs_noop"] = v["added_us_event"] / base if base > 0 else float("inf")
+        pairs = zip(rounds[endpoint], rounds[NOOP], strict=True)
+        v["added_per_round"] = [(x["cpu_us_req"] - y["cpu_us_req"]) / events for x, y in pairs]
+    return {
+        "server": COLLECT_SERVERS[kind],
+        "endpoints": endpoints,
+        "rounds": rounds,
+        "sent": sent,
+        "received": received,
+        "delivered_ok": common.one_page_per_request(received, sent, call="track"),
+        "drain_timeouts": drain_timeouts,
+    }
+
+
+def report_collect(results: dict[str, Any]) -> bool:
+    ok = True
+    for kind, t in results["servers"].items():
+        n = len(t["rounds"][NOOP])
+        print(f"\n{kind} ({t['server']}), 2 workers; concurrency {CPU_CONCURRENCY}; medians of {n} rounds")
+        rows = []
+        for endpoint, v in t["endpoints"].items():
+            if endpoint == NOOP:
+                per_round = " ".join(f"{x['cpu_us_req']:.0f}" for x in t["rounds"][NOOP])
+                row = ("empty view", "", v["req_s"], "", v["cpu_us_req"], "", "", "", v["p50_us"])
+                rows.append((*row, per_round))
+                continue
+            rows.append(
+                (
+                    endpoint,
+                    v["events"],
+                    v["req_s"],
+                    v["events_s"],
+                    v["cpu_us_req"],
+                    v["cpu_us_event"],
+                    v["added_us_event"],
+                    f"{v['added_vs_noop']:.2f}",
+                    v["p50_us"],
+                    " ".join(f"{x:.0f}" for x in v["added_per_round"]),
+                )
+            )
+        headers = ("endpoint", "events", "req/s", "events/s", "cpu µs/req", "cpu µs/event", "added µs/event")
+        print(common.table((*headers, "added/empty", "p50 µs", "cpu or added, per round"), rows))
+        got = t["received"]
+        verdict = "ok" if t["delivered_ok"] else "MISMATCH"
+        ids = got["message_ids"]
+        print(f"  delivery: sent {t['sent']} events, received {got['messages']} ({ids} ids): {verdict}")
+        if t["drain_timeouts"]:
+            print(f"  drain timeouts: {t['drain_timeouts']}")
+        ok = ok and t["delivered_ok"]
+    return ok
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -261,23 +516,43 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--transports", default="http,tls", help="comma-separated: http, tls")
+    parser.add_argument(
+        "--scenario",
+        choices=("pages", "collect"),
+        default="pages",
+        help="pages: bare/ours/naive page calls; collect: the analytics.js endpoint vs an empty JSON view",
+    )
+    parser.add_argument(
+        "--servers",
+        default="sync,gthread,uvicorn",
+        help=f"collect: comma-separated, of {', '.join(COLLECT_SERVERS)}",
+    )
+    parser.add_argument("--batch", type=int, default=20, help="collect: events in a v1/b batch")
+    parser.add_argument("--threads", type=int, default=4, help="collect: threads of a gthread worker")
     parser.add_argument("--limit", type=float, default=600.0, help="seconds a transport may take")
     parser.add_argument("--json", metavar="PATH", help="also write every figure as JSON")
     args = parser.parse_args(argv)
-    results: dict[str, Any] = {"versions": common.versions(), "transports": {}}
+    collect = args.scenario == "collect"
+    results: dict[str, Any] = {"versions": common.versions(), "scenario": args.scenario}
+    results["servers" if collect else "transports"] = {}
     clients = Clients(max(LATENCY_CONCURRENCY, CPU_CONCURRENCY))
     workdir = tempfile.mkdtemp(prefix="segment-bench-load-")
     try:
-        for transport in args.transports.split(","):
-            common.log(f"load: {transport} ...")
-            results["transports"][transport] = run_transport(transport, args, clients, workdir)
+        if collect:
+            for kind in args.servers.split(","):
+                common.log(f"load: collect under {kind} ...")
+                results["servers"][kind] = run_collect(kind, args, clients, workdir)
+        else:
+            for transport in args.transports.split(","):
+                common.log(f"load: {transport} ...")
+                results["transports"][transport] = run_transport(transport, args, clients, workdir)
     except BaseException:
-        common.log(f"load: failed; gunicorn logs kept in {workdir}")
+        common.log(f"load: failed; server logs kept in {workdir}")
         raise
     finally:
         clients.close()
     shutil.rmtree(workdir, ignore_errors=True)
-    ok = report(results)
+    ok = report_collect(results) if collect else report(results)
     print(f"({results['versions']})")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

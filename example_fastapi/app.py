@@ -13,6 +13,7 @@ Run it with ``./dev example fastapi`` (embedded store, no Segment account needed
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import time
@@ -29,7 +30,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import HTTPConnection
 
 from segment_middleware import Tracker
-from segment_middleware.asgi import SegmentMiddleware, get_tracker
+from segment_middleware.asgi import SegmentMiddleware, collect_router, get_tracker
 from segment_middleware.snippet import segment_snippet
 
 # slug -> name, sku, price, in stock
@@ -77,19 +78,40 @@ def tuning_from_env() -> dict[str, Any]:
     return tuning
 
 
+# analytics.js as npm ships it, where scripts/browser-deps installs it for the browser tests.
+NPM_ANALYTICS_JS = (
+    Path(__file__).resolve().parent.parent / "tests/browser/node_modules/@segment/analytics-next/dist/umd"
+)
+
+
+def first_party_from_env() -> dict[str, Any]:
+    """The shop serves analytics.js itself: from ANALYTICS_JS_DIR, else the npm copy when
+    scripts/browser-deps installed it, else fetched from Segment's CDN and cached."""
+    js_dir = os.environ.get("ANALYTICS_JS_DIR", "").strip() or (
+        str(NPM_ANALYTICS_JS) if NPM_ANALYTICS_JS.is_dir() else None
+    )
+    return {"serve_analytics_js": True, "analytics_js_dir": js_dir}
+
+
 app = FastAPI(title="Example shop")
 app.add_middleware(AuthenticationMiddleware, backend=SessionBackend())
 app.add_middleware(SessionMiddleware, secret_key=os.environ.get("SHOP_SECRET_KEY", "example-only-not-secret"))
 # Outermost, so it sees every request and the user the inner middleware found.
 # SEGMENT_WRITE_KEY from the environment; none -> the embedded store.
 app.add_middleware(
-    SegmentMiddleware, exclude_paths=["/health", "/favicon.ico", "/static/"], **tuning_from_env()
+    SegmentMiddleware,
+    exclude_paths=["/health", "/favicon.ico", "/static/"],
+    **first_party_from_env(),
+    **tuning_from_env(),
 )
+# First-party collection: analytics.js, its settings and the browser's calls go through
+# /segment/ (with no write key, to the local store like every other event).
+app.include_router(collect_router, prefix="/segment")
 
 # The shop's pages are the same Jinja templates as example_flask's (plain paths, no url_for).
 TEMPLATES = Path(__file__).resolve().parent.parent / "example_flask" / "templates"
 templates = Jinja2Templates(directory=str(TEMPLATES))
-templates.env.globals["segment_snippet"] = segment_snippet
+templates.env.globals["segment_snippet"] = functools.partial(segment_snippet, first_party=True)
 
 
 def product_properties(slug: str) -> dict[str, Any]:

@@ -89,11 +89,12 @@ async def ashutdown(timeout: float | None = None) -> None:
 
 def stats() -> dict[str, int]:
     """Counts for this process: queued, delivered, stored, failed, dropped, spooled, retried,
-    blocked, deferred.
+    blocked, deferred, limited.
 
     ``queued`` = delivered + stored + failed + dropped + spooled + blocked + deferred + still
     in memory. ``stored``: written to the local store because there is no write key (not
-    delivered anywhere); ``retried`` counts messages whose batch needed a retry.
+    delivered anywhere); ``retried`` counts messages whose batch needed a retry; ``limited``
+    the events the collection routes refused over COLLECT_RATE_LIMIT (never queued).
     """
     from .ledger import STAT_KEYS
     from .pipelines import all_deliveries

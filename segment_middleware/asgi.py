@@ -19,13 +19,15 @@ from .core import Runtime, served
 from .identity import CookieSpec, set_cookie_header
 from .settings import Settings
 from .tracker import CURRENT, Tracker, untracked
+from .userids import asgi_user_id
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from .asgi_collect import collect_router
     from .keywords import SettingsKeywords
 
-__all__ = ["SegmentMiddleware", "get_tracker"]
+__all__ = ["SegmentMiddleware", "asgi_user_id", "collect_router", "get_tracker"]
 
 log = logging.getLogger("segment_middleware")
 
@@ -46,18 +48,6 @@ _HEADER_SLOTS = {
     b"sec-gpc": 7,
     b"dnt": 8,
 }
-
-
-def asgi_user_id(scope: Scope) -> Any:
-    """Starlette ``AuthenticationMiddleware``'s user: ``identity``, else ``display_name``."""
-    user = scope.get("user")
-    if user is None or not getattr(user, "is_authenticated", False):
-        return None
-    try:
-        identity = user.identity
-    except (AttributeError, NotImplementedError):
-        identity = None
-    return identity if identity not in (None, "") else getattr(user, "display_name", None)
 
 
 def route_name(scope: Scope) -> str | None:
@@ -256,3 +246,13 @@ def runtime_of_unstarted_app() -> Runtime | None:
             _before_start.append((keywords, runtime))
             first = first or runtime
     return first
+
+
+def __getattr__(name: str) -> Any:
+    """``collect_router``, the collection routes (``asgi_collect``), made on first use: it
+    needs Starlette, which the middleware itself does not."""
+    if name == "collect_router":
+        from .asgi_collect import collect_router
+
+        return collect_router
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

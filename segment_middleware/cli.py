@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from .privacy_cli import add_privacy_commands, delete_user_command, regulations_command
 from .replay import replay
 from .settings import Settings, SettingsError, problems
 from .store import Store, StoredEvent
@@ -34,7 +35,7 @@ PROG = "segment-middleware"
 
 #: The commands ``python manage.py segment`` offers: the ones about a project's settings,
 #: store and spool (sending single calls by hand stays with ``segment-middleware``).
-PROJECT_COMMANDS = ("check", "events", "replay")
+PROJECT_COMMANDS = ("check", "events", "replay", "privacy")
 
 #: The exit status of a command whose reader went away (``events | head -1``): what a shell
 #: reports for a process ended by SIGPIPE, as ``cat`` or ``yes`` would be.
@@ -430,6 +431,18 @@ def _stored_messages(args: argparse.Namespace) -> list[dict[str, Any]]:
     return [row.message for row in Store(_settings(args).local_store).events()]
 
 
+# ---------------------------------------------------------------------- privacy
+def _privacy(args: argparse.Namespace, command: Callable[[argparse.Namespace, Settings], int]) -> int:
+    """``delete-user`` and ``regulations`` (privacy_cli.py), with the settings as every
+    command reads them; a deletion that cannot be filed as configured is bad input."""
+    from .privacy import PrivacyError
+
+    try:
+        return command(args, _settings(args))
+    except PrivacyError as exc:
+        raise UsageError(str(exc)) from None
+
+
 # ---------------------------------------------------------------------- parser
 def _add_send_commands(sub: Any) -> None:
     p = sub.add_parser("identify", help="send an identify call")
@@ -506,6 +519,7 @@ _ADDERS: dict[str, Callable[[Any], None]] = {
     "replay": _add_replay,
     "check": _add_check,
     "plan": _add_plan,
+    "privacy": add_privacy_commands,  # delete-user, regulations
 }
 
 
@@ -541,6 +555,8 @@ _COMMANDS = {
     "replay": _replay,
     "check": _check,
     "plan": _plan,
+    "delete-user": lambda args: _privacy(args, delete_user_command),
+    "regulations": lambda args: _privacy(args, regulations_command),
 }
 
 

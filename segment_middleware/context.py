@@ -16,6 +16,7 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
+from .scrub import CAPS, clean_forwarded_for, clean_text, printable
 from .version import LIBRARY
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ __all__ = [
     "Recurring",
     "RequestFacts",
     "carried_facts",
+    "clean_facts",
     "facts_from_carried",
     "facts_values",
     "page_properties",
@@ -66,6 +68,25 @@ class RequestFacts:
     remote_addr: str | None = None
     forwarded_for: str | None = None
     consent: Mapping[str, bool] | None = None  # CONSENT's answer for this request
+
+
+def clean_facts(facts: RequestFacts) -> RequestFacts:
+    """The facts with every visitor-chosen string cleaned (the same object when nothing
+    needed it). ``scheme`` and ``remote_addr`` come from the server, ``consent`` from the
+    app's own callable."""
+    changes: dict[str, Any] = {}
+    for name in ("method", "host", "path", "query", "referrer", "user_agent", "accept_language"):
+        value = getattr(facts, name)
+        if value is not None:
+            cleaned = clean_text(value, CAPS[name])
+            if cleaned is not value:
+                changes[name] = cleaned
+    forwarded = facts.forwarded_for
+    if forwarded is not None:
+        cleaned = clean_forwarded_for(forwarded)
+        if cleaned is not forwarded:
+            changes["forwarded_for"] = cleaned
+    return dataclasses.replace(facts, **changes) if changes else facts
 
 
 # The fields' values in their declared order, as one plain tuple (RequestFacts(*values)
@@ -163,6 +184,7 @@ class ParsedQuery(NamedTuple):
 
 def parse_query(query: str, words: frozenset[str]) -> ParsedQuery:
     search, pairs = redact_query(query, words)
+    pairs = [(printable(k), printable(v)) for k, v in pairs]  # decoded: "%0A" is a line feed
     campaign = {_CAMPAIGN[k]: v for k, v in pairs if k in _CAMPAIGN and v}
     return ParsedQuery("?" + search if search else "", tuple(pairs), campaign)
 

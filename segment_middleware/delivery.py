@@ -35,11 +35,12 @@ import orjson
 from . import lifecycle, pipelines, taps
 from .disk import Disk
 from .ledger import STAT_KEYS, Ledger
-from .logs import announce, sdk_log_filter
+from .logs import announce, hide_in_logs
 from .messages import Encoded, Packed, Queued, prepare, take
 from .sender import Sender, Signals
 
 if TYPE_CHECKING:
+    from .erasure import Subjects
     from .settings import Settings
 
 __all__ = ["STAT_KEYS", "Delivery"]
@@ -60,8 +61,8 @@ class Delivery:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        hide_in_logs(settings)
         if settings.write_key:
-            sdk_log_filter.secrets.add(settings.write_key)
             pipelines.load_http()
         pipelines.install_process_hooks()
         self._build()
@@ -205,6 +206,35 @@ class Delivery:
         """Messages in memory and not yet settled (delivered, stored, deferred to disk,
         spooled, failed or dropped)."""
         return self.ledger.pending
+
+    # ------------------------------------------------------------------ deletion
+    @property
+    def store_path(self) -> str:
+        """The local store this pipeline writes (LOCAL_STORE)."""
+        return self.settings.local_store
+
+    def link(self, subjects: Subjects) -> None:
+        """Add to ``subjects`` the anonymousIds this pipeline's queue, handoff and store saw
+        with the deleted users (``privacy``: every holder is asked before any is purged)."""
+        self._fresh()
+        subjects.link_queued(self.queue.copy())
+        self.disk.link(subjects)
+
+    def purge(self, subjects: Subjects) -> tuple[int, int]:
+        """Remove the deleted users' messages from this pipeline: the queue, the disk's
+        handoff, and their rows in its store. Returns (messages taken from memory, rows
+        deleted); the messages are counted ``blocked``. A batch a sender has already
+        taken is past recall (the regulation covers it at Segment)."""
+        self._fresh()
+        with self._lock:  # put() appends under it: the queue's order survives the put-back
+            taken = take(self.queue)
+            kept = [item for item in taken if not subjects.covers_queued(item)]
+            self.queue.extendleft(reversed(kept))
+        removed = len(taken) - len(kept)
+        if removed:
+            self.ledger.count("blocked", removed)
+        from_handoff, rows = self.disk.purge(subjects)
+        return removed + from_handoff, rows
 
     # ------------------------------------------------------------------ flush / shutdown
     def flush(self, timeout: float | None = None) -> bool:

@@ -24,9 +24,11 @@ import asyncio
 import collections
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .erasure import without_erased
 from .ledger import Ledger
 from .logs import Burst
 from .messages import Encoded, Packed, take
@@ -34,6 +36,7 @@ from .replay import ReplayResult
 from .store import DEFERRED, LOCAL, SPOOL, Store
 
 if TYPE_CHECKING:
+    from .erasure import Subjects
     from .settings import Settings
 
 __all__ = ["Disk"]
@@ -45,6 +48,7 @@ IDLE_EXIT = 5.0  # seconds without overflow before the writer thread ends
 # Messages per transaction: few statements (each hands the GIL back and must win it again),
 # and a bounded peak of messages built at once.
 WRITE_AT_MOST = 256
+RETAIN_EVERY = 3600.0  # seconds between two LOCAL_STORE_RETENTION_DAYS passes of one process
 DEFER_LOG = "segment: deferred %d message(s) to %s (queue full: MAX_QUEUE_SIZE); the sender sends them"
 
 Build = Callable[[list[Packed]], list[Encoded]]
@@ -87,10 +91,14 @@ class Disk:
         # or an eviction counts what it moved while holding it).
         self._disk_lock = threading.RLock()
         self._unchecked = 0  # bytes this process wrote to the spool since it last measured it
+        self._retain_at = 0.0  # monotonic time of the next LOCAL_STORE_RETENTION_DAYS pass
 
     # ------------------------------------------------------------------ destinations
     def store_locally(self, batch: list[Encoded]) -> None:
         """No write key: the local store is the destination."""
+        batch = self._unerased(batch)
+        if not batch:
+            return
         try:
             self.store.insert(batch, LOCAL)
         except Exception as exc:
@@ -98,9 +106,13 @@ class Disk:
             self.ledger.count("failed", len(batch))
             return
         self.ledger.count("stored", len(batch))
+        self.retain()
 
     def spool(self, batch: list[Encoded], why: str) -> None:
         """Undeliverable for now: kept for ``replay`` (SPOOL), else failed, counted, logged."""
+        batch = self._unerased(batch)
+        if not batch:
+            return
         if not self.settings.spool:
             log.error("segment: %d message(s) not delivered (%s) and SPOOL is off", len(batch), why)
             self.ledger.count("failed", len(batch))
@@ -185,7 +197,7 @@ class Disk:
         if not items:
             return
         self.on_full()  # the queue is full: if every sender is stuck on the endpoint, one more
-        ready = self.build(items)
+        ready = self._unerased(self.build(items))
         if not ready:
             return
         if self.settings.uses_store:
@@ -226,12 +238,13 @@ class Disk:
     def spooled(self, ids: list[int], why: str) -> None:
         """Held rows whose delivery failed for good join the spool (for `replay`)."""
         try:
-            self.store.to_spool(ids, why)
+            moved = self.store.to_spool(ids, why)  # those a deletion did not purge meanwhile
         except Exception as exc:
             log.warning("segment: could not move %d deferred message(s) to the spool: %s", len(ids), exc)
             return
-        self.ledger.spool_log.note(len(ids), why, self.settings.local_store)
-        self._moved(len(ids), "spooled")
+        if moved:
+            self.ledger.spool_log.note(moved, why, self.settings.local_store)
+        self._moved(moved, "spooled")
 
     def _reconcile(self) -> None:
         with self._disk_lock:
@@ -240,11 +253,67 @@ class Disk:
                 self.ledger.drop_log.note(lost, "deferred rows evicted past SPOOL_MAX_MB by another")
                 self._moved(lost, "dropped")
 
+    def retain(self) -> None:
+        """LOCAL_STORE_RETENTION_DAYS: after a write, at most once per RETAIN_EVERY, the
+        rows older than that leave the store (the writes are what make it grow; a store
+        nobody writes to is left alone)."""
+        days = self.settings.local_store_retention_days
+        now = time.monotonic()
+        if days is None or now < self._retain_at:
+            return
+        self._retain_at = now + RETAIN_EVERY
+        try:
+            expired = self.store.expire(time.time() - days * 86400)
+        except Exception as exc:
+            log.warning("segment: could not apply LOCAL_STORE_RETENTION_DAYS: %s", exc)
+            return
+        if expired:
+            log.info(
+                "segment: %d row(s) older than LOCAL_STORE_RETENTION_DAYS (%g) deleted from %s",
+                expired,
+                days,
+                self.settings.local_store,
+            )
+
+    # ------------------------------------------------------------------ deletion
+    def _unerased(self, batch: list[Encoded]) -> list[Encoded]:
+        """No message of a user this process deleted is written to disk (``erasure``)."""
+        kept, removed = without_erased(batch)
+        if removed:
+            self.ledger.count("blocked", removed)
+        return kept
+
+    def link(self, subjects: Subjects) -> None:
+        """The anonymousIds the handoff and the store saw with the deleted users."""
+        subjects.link_queued(self.handoff.copy())
+        subjects.anonymous_ids.update(self.store.linked_anonymous_ids(subjects.user_ids))
+
+    def purge(self, subjects: Subjects) -> tuple[int, int]:
+        """Remove the deleted users' messages from the handoff and their rows from the store
+        (local, spooled, deferred: every kind). Returns (messages taken from memory, rows
+        deleted). This process's own deferred rows leave its ``deferred`` count as
+        ``blocked``; another process's are counted by that process when it next looks."""
+        taken = take(self.handoff)  # add() appends on the right meanwhile: the older go back left
+        kept = [item for item in taken if not subjects.covers_queued(item)]
+        self.handoff.extendleft(reversed(kept))
+        if kept:
+            self._wake.set()
+            if self._thread is None:
+                self._start()
+        removed = len(taken) - len(kept)
+        if removed:
+            self.ledger.count("blocked", removed)
+        with self._disk_lock:
+            purged = self.store.purge(subjects.user_ids, subjects.anonymous_ids)
+            self._moved(purged.own_deferred, "blocked")
+        return removed, purged.rows
+
     def bound(self, batch: list[Encoded]) -> None:
         """SPOOL_MAX_MB, after this process wrote ``batch`` to disk: past it the oldest
         waiting rows go, counted as dropped (here for this process's own deferred rows; their
         owners count the others'). Only writes take the spool past the bound, so each
         process looks once per twentieth of it that it wrote."""
+        self.retain()
         limit = int(self.settings.spool_max_mb * 1024 * 1024)
         with self._disk_lock:
             self._unchecked += sum([len(encoded.body) for encoded in batch])

@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, g, got_request_exception, has_request_context, request
 
 from .core import Runtime, served
+from .flask_collect import collect_blueprint
 from .identity import CookieSpec
 from .settings import Settings, SettingsError, unknown_setting
 from .snippet import snippet_global
 from .tracker import CURRENT, Tracker, untracked
+from .userids import flask_user_id
 from .wsgi import begin_environ, header_key, page_start_response
 
 if TYPE_CHECKING:
@@ -29,32 +31,9 @@ if TYPE_CHECKING:
 
     from .keywords import SettingsKeywords
 
-__all__ = ["Segment", "SegmentState", "tracker"]
+__all__ = ["Segment", "SegmentState", "collect_blueprint", "flask_user_id", "tracker"]
 
 _STATE = "segment.flask.tracker"  # in the environ until the page call is queued
-
-
-try:  # optional: looked up once here, not on every request
-    from flask_login import current_user as _login_user
-except ImportError:  # pragma: no cover - Flask-Login is not installed
-    _login_user = None
-
-
-def flask_user_id(app: Flask) -> Any:
-    """``app``'s userId lookup: Flask-Login's ``current_user.get_id()`` when the app has a
-    login manager, else ``g.user``'s id (a dict's ``"id"`` or an object's ``.id``)."""
-
-    def lookup(_request: Any) -> Any:
-        if _login_user is not None and getattr(app, "login_manager", None) is not None:
-            user = _login_user._get_current_object()  # one proxy hop, not one per attribute
-            return user.get_id() if user is not None and user.is_authenticated else None
-        # g.get("user") without its Python-level call: g keeps its names in its __dict__
-        user = g._get_current_object().__dict__.get("user")  # type: ignore[attr-defined]
-        if user is None:
-            return None
-        return user.get("id") if isinstance(user, dict) else getattr(user, "id", None)
-
-    return lookup
 
 
 class SegmentState:

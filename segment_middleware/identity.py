@@ -10,7 +10,7 @@ parse, and never raises on visitor input.
 from __future__ import annotations
 
 from typing import NamedTuple
-from urllib.parse import unquote_to_bytes
+from urllib.parse import quote, unquote_to_bytes
 
 from .ids import random_id
 
@@ -82,7 +82,11 @@ class CookieSpec(NamedTuple):
 
 
 def cookie_spec(name: str, anonymous_id: str, max_age: int, domain: str | None, secure: bool) -> CookieSpec:
-    return CookieSpec(name, f"%22{anonymous_id}%22", max_age, domain, secure)
+    """The cookie for ``anonymous_id``. The id is percent-encoded inside the quotes (a UUID
+    is unchanged): an id an app gave ``reset()`` can hold ``;``, ``,``, spaces or CR/LF,
+    which in a ``Set-Cookie`` value would add attributes or headers. analytics.js and
+    :func:`parse_anonymous_id` decode it back to the same id."""
+    return CookieSpec(name, f"%22{quote(anonymous_id, safe='')}%22", max_age, domain, secure)
 
 
 def set_cookie_header(spec: CookieSpec) -> str:

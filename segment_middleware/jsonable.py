@@ -23,6 +23,44 @@ _SCALARS = (str, int, type(None))
 
 def jsonable(value: Any, where: str = "value", _depth: int = 0) -> Any:
     """A JSON-ready copy of ``value``; raises naming ``where`` (e.g. ``properties['price']``)."""
+    try:
+        return _plain(value, _depth)
+    except _NotPlain:
+        return _named(value, where, _depth)
+
+
+class _NotPlain(Exception):
+    """A value :func:`_plain` does not copy as it is: :func:`_named` converts it or says why not."""
+
+
+def _plain(value: Any, depth: int) -> Any:
+    """The copy :func:`_named` would make of data that is already plain JSON (what a JSON
+    parser gives: dicts with string keys, lists, strings, ints, bools, finite floats, None),
+    without building each item's name for an error that cannot happen. Anything else
+    raises :class:`_NotPlain`, and :func:`_named` starts over, with names. Exact types only:
+    a subclass (an IntEnum, an OrderedDict) takes the named path."""
+    cls = type(value)
+    if cls is str or cls is int or cls is bool or value is None:
+        return value
+    if cls is float:
+        if math.isfinite(value):
+            return value
+        raise _NotPlain
+    if depth >= MAX_DEPTH:
+        raise _NotPlain
+    if cls is dict:
+        out = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _NotPlain
+            out[key] = _plain(item, depth + 1)
+        return out
+    if cls is list:
+        return [_plain(item, depth + 1) for item in value]
+    raise _NotPlain
+
+
+def _named(value: Any, where: str, _depth: int) -> Any:
     if isinstance(value, _SCALARS):  # bool is an int
         return value
     if isinstance(value, float):

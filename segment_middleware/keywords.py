@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime
 import os
 from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any, Literal, TypedDict
 
 __all__ = ["CallOptions", "SettingsKeywords"]
@@ -79,6 +80,28 @@ class SettingsKeywords(TypedDict, total=False):
     max_in_flight: int
     spool_max_mb: float
     track_unmatched_routes: bool
+    public_api_token: str | None
+    public_api_host: str
+    delete_on_user_delete: bool
+    suppressed_users: Callable[[str], bool] | AbstractSet[str] | str | None
+    local_store_retention_days: float | None
+    source_secrets: Mapping[str, str | list[str] | tuple[str, ...]] | None
+    collect_prefix: str
+    browser_write_key: str | None
+    allowed_origins: Iterable[str]
+    collect_rate_limit: str | None  # "20/s", "600/m burst 100"; None: no limit
+    event_categories: Mapping[str, str | list[str] | tuple[str, ...]]
+    page_category: str | list[str] | tuple[str, ...] | None
+    space_id: str | None
+    profiles_token: str | None
+    profiles_host: str
+    profile_timeout: float
+    profile_cache_ttl: float
+    serve_analytics_js: bool
+    analytics_js_dir: str | os.PathLike[str] | None
+    analytics_js_settings: str | os.PathLike[str] | None
+    analytics_js_cache_ttl: float
+    collect_ip_rate_limit: str | None  # "10x" the visitor's limit, "200/s burst 2000"; None: no limit
 
 
 class CallOptions(TypedDict, total=False):

@@ -2,7 +2,9 @@
 
 Every message a pipeline takes is counted ``queued`` once and, when it leaves memory, once
 more under the key of where it went, so that ``queued == delivered + stored + failed +
-dropped + spooled + blocked + deferred + pending`` always holds (``retried`` only counts).
+dropped + spooled + blocked + deferred + pending`` always holds (``retried`` only counts,
+and so does ``limited``: events the collection routes refused over COLLECT_RATE_LIMIT,
+never taken).
 ``flush()`` waits here for ``pending`` to reach zero. Drops and spools are logged once per
 burst, with the count, never once per message.
 """
@@ -33,7 +35,9 @@ STAT_KEYS = (
     "retried",
     "blocked",
     "deferred",
+    "limited",
 )
+_ONLY_COUNTED = frozenset(("retried", "limited"))  # not messages the pipeline took
 
 
 class Ledger:
@@ -55,10 +59,10 @@ class Ledger:
             self._pending += 1
 
     def count(self, key: str, n: int) -> None:
-        """``n`` messages left memory as ``key`` (``retried`` only counts)."""
+        """``n`` messages left memory as ``key`` (``retried`` and ``limited`` only count)."""
         with self._lock:
             self.counts[key] += n
-            if key != "retried":
+            if key not in _ONLY_COUNTED:
                 self._pending -= n
         if self._pending <= 0:
             with self._idle:

@@ -6,6 +6,7 @@ must never print a request body (personal data, the write key).
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import threading
@@ -13,10 +14,12 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from .settings import advice
+
 if TYPE_CHECKING:
     from .settings import Settings
 
-__all__ = ["Burst", "announce", "destination", "sdk_log_filter"]
+__all__ = ["Burst", "announce", "destination", "hide_in_logs", "sdk_log_filter", "secret_filter"]
 
 log = logging.getLogger("segment_middleware")
 
@@ -52,6 +55,57 @@ class SdkLogFilter(logging.Filter):
 
 
 sdk_log_filter = SdkLogFilter()
+
+
+class SecretFilter(logging.Filter):
+    """The package's own logger: any secret of a running configuration (the write keys,
+    the API tokens, the source secrets, and the write key as the Basic auth it is sent
+    as) is replaced by its name in every record, its traceback included. Our lines never
+    format a secret themselves; this catches the text they quote: an endpoint's error
+    message that echoes the key, an exception from a user's hook."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: dict[str, str] = {}  # text -> what is shown instead
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        text = record.getMessage()
+        if any(secret in text for secret in self.secrets):
+            record.msg, record.args = self.hide(text), None
+        if record.exc_info and record.exc_info[1] is not None:
+            trace = logging.Formatter().formatException(record.exc_info)
+            if any(secret in trace for secret in self.secrets):
+                record.exc_text, record.exc_info = self.hide(trace), None
+        return True
+
+    def hide(self, text: str) -> str:
+        for secret, shown in self.secrets.items():
+            text = text.replace(secret, shown)
+        return text
+
+
+secret_filter = SecretFilter()
+log.addFilter(secret_filter)
+
+
+def hide_in_logs(settings: Settings) -> None:
+    """Register these settings' secrets with the log filters (the package's logger and the
+    SDK's), once a runtime is built with them."""
+    from .settings import SECRET_SETTINGS, secret_texts
+
+    found = secret_texts({name: getattr(settings, name) for name in SECRET_SETTINGS})
+    if not found:
+        return
+    # New containers, swapped in whole: a filter may be iterating the old ones on another
+    # thread. Longest first, so that a secret containing another is replaced whole.
+    secrets = dict(secret_filter.secrets)
+    for text, shown in found:
+        secrets[text] = shown
+        secrets[base64.b64encode(f"{text}:".encode()).decode()] = f"{shown} (Basic auth)"
+    secret_filter.secrets = dict(sorted(secrets.items(), key=lambda item: -len(item[0])))
+    sdk_log_filter.secrets = sdk_log_filter.secrets | {text for text, _ in found}
 
 
 class Burst:
@@ -105,3 +159,5 @@ def announce(settings: Settings) -> None:
     if key not in _announced:
         _announced.add(key)
         log.info("segment: %s (pid %d, logger %r)", where, os.getpid(), log.name)
+        for problem in advice(settings):
+            log.warning("segment: %s (%s)", problem.message, problem.id)

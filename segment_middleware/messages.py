@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .context import RequestFacts, facts_values, page_properties, request_context
+from .context import RequestFacts, clean_facts, facts_values, page_properties, request_context
 from .ids import random_id
+from .scrub import CAPS, clean_text
 from .spec_events import CURRENCY_EVENTS
 
 if TYPE_CHECKING:
@@ -144,14 +145,28 @@ def page_message(name: str, anonymous_id: str | None, user_id: str | None) -> di
 
 def finish(item: Queued, settings: Settings) -> dict[str, Any] | None:
     """The complete wire message, or None when a BEFORE_SEND hook dropped it."""
+    rules = settings.consent_categories  # consent per category, first: nothing is built for a refusal
+    if rules is not None and item.facts is not None:
+        own_call = item.message
+        kind, event = ("page", None) if own_call is None else (own_call.get("type"), own_call.get("event"))
+        if rules.refuses(kind, event, item.facts.consent):
+            raise Blocked("consent")
+    name = item.name or ""  # the automatic page call's: the route's name, else the path
+    if item.facts is not None:  # visitor-chosen text: capped, no control characters
+        if name == item.facts.path:
+            name = clean_text(name, CAPS["path"])
+        item.facts = clean_facts(item.facts)
     context = request_context(item.facts, settings)
     msg = item.message
     if msg is None:  # the request's automatic page call
-        msg = page_message(item.name or "", item.anonymous_id, item.user_id)
+        msg = page_message(name, item.anonymous_id, item.user_id)
         if item.facts is not None:
             msg["properties"] = page_properties(
                 context["page"], item.facts, settings, item.status, item.title
             )
+    suppressed = settings.is_suppressed
+    if suppressed is not None and _suppressed(msg, suppressed):
+        raise Blocked("SUPPRESSED_USERS")
     own = msg.get("context")
     if own:  # the call's own context: its dicts merged into the request's, key by key
         for key, value in own.items():
@@ -180,11 +195,38 @@ def finish(item: Queued, settings: Settings) -> dict[str, Any] | None:
         if hooked is None:
             return None
         msg = hooked
+    if suppressed is not None and settings.before_send and _suppressed(msg, suppressed):
+        raise Blocked("SUPPRESSED_USERS")  # a hook gave it a suppressed user's id
     return msg
 
 
+_suppression_failed = False  # SUPPRESSED_USERS raised once already (logged once per process)
+
+
+def _suppressed(msg: dict[str, Any], suppressed: Any) -> bool:
+    """SUPPRESSED_USERS says the message's userId is not to be sent. Before BEFORE_SEND (no
+    user code sees a suppressed user's message) and after it. A callable that raises
+    blocks the message: for a privacy control, failing closed is the safe way."""
+    global _suppression_failed
+    user_id = msg.get("userId")
+    if user_id is None:
+        return False
+    try:
+        return bool(suppressed(str(user_id)))
+    except Exception as exc:
+        if not _suppression_failed:
+            _suppression_failed = True
+            log.error(
+                "segment: SUPPRESSED_USERS raised %s; messages with a userId are blocked while it does",
+                type(exc).__name__,
+            )
+        return True
+
+
 class Blocked(Exception):
-    """PLAN_VIOLATIONS = "drop": the message breaks the tracking plan and is not sent."""
+    """Not to be sent, and counted ``blocked``: PLAN_VIOLATIONS = "drop" and the message
+    breaks the tracking plan, or its userId is one of SUPPRESSED_USERS, or its consent
+    category (EVENT_CATEGORIES, PAGE_CATEGORY) is one the visitor refused."""
 
 
 def _follow_plan(msg: dict[str, Any], settings: Settings) -> None:

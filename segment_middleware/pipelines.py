@@ -12,11 +12,14 @@ import gc
 import logging
 import sys
 import weakref
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from . import lifecycle
 from .lifecycle import install_process_exit, track_forks
 from .logs import sdk_log_filter
+
+if TYPE_CHECKING:
+    from .erasure import Subjects
 
 __all__ = [
     "Pipeline",
@@ -42,6 +45,13 @@ class Pipeline(Protocol):
     def shutdown(self, timeout: float | None = None) -> None: ...
 
     def stats(self) -> dict[str, int]: ...
+
+    @property
+    def store_path(self) -> str: ...
+
+    def link(self, subjects: Subjects) -> None: ...
+
+    def purge(self, subjects: Subjects) -> tuple[int, int]: ...
 
 
 _registry: weakref.WeakSet[Pipeline] = weakref.WeakSet()  # type: ignore[type-var]

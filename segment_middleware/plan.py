@@ -120,8 +120,9 @@ def load_plan(path: str) -> Plan:
     file = Path(path)
     try:
         stat = file.stat()
-    except OSError as exc:
-        raise PlanError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise PlanError(f"{path}: cannot be read ({reason})") from None
     key = (str(file.resolve()), stat.st_mtime_ns, stat.st_size)
     plan = _COMPILED.get(key)
     if plan is None:

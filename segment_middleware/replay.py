@@ -74,10 +74,9 @@ def _deliver(store: Store, post: Post, rows: list[StoredEvent], result: ReplayRe
             _deliver(store, post, rows[mid:], result, done)
             return
         reason = f"rejected by the endpoint: 400 {getattr(exc, 'message', '')}".strip()
-        store.mark_rejected([rows[0].id], reason)
-        result.rejected += 1
+        # Counted as the store settled them: a row a deletion purged meanwhile is not counted.
+        result.rejected += store.mark_rejected([rows[0].id], reason)
         done.add(rows[0].id)
         return
-    store.mark_replayed(row.id for row in rows)
-    result.sent += len(rows)
+    result.sent += store.mark_replayed(row.id for row in rows)
     done.update(row.id for row in rows)

@@ -11,6 +11,17 @@ Two things make the browser and the server agree on one anonymousId:
   (a proxy, a self-hosted copy, a test server on 127.0.0.1) must be announced through
   ``analytics._cdn``, which the loader sets from ``SEGMENT_CDN_URL``.
 
+First-party mode (``first_party=True``) moves the browser's calls onto the site: the load
+options set the ``Segment.io`` integration's ``apiHost`` to ``<page's host><COLLECT_PREFIX>/v1``
+and its ``protocol`` to the page's, worked out in the browser (``location``), so one page
+served under several hosts or behind a TLS-terminating proxy posts to the host it was loaded
+from. analytics-next lets load options override the CDN settings of an integration key by key
+(``mergedOptions``), and sends its telemetry to the same ``apiHost``. With
+``SERVE_ANALYTICS_JS`` the loader also sets ``analytics._cdn`` to the mount, so the bundle, its
+chunks and the source's settings come from the site as well (:mod:`segment_middleware.assets`);
+with no write key it then loads with :data:`~segment_middleware.assets.LOCAL_KEY`, and the
+browser's calls go to the local store through the mount.
+
 Every value that reaches the page goes through :func:`js_value` (JSON with ``<``, ``>``,
 ``&`` and the JS line separators escaped), so no setting or template argument can close the
 ``<script>`` element or inject code; the nonce is HTML-escaped into its attribute.
@@ -26,6 +37,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .assets import LOCAL_KEY
 from .settings import Settings
 
 __all__ = ["SNIPPET_VERSION", "js_value", "render_snippet", "segment_snippet", "snippet_global"]
@@ -72,6 +84,15 @@ _LOADER = (
 )
 
 
+# The load options with the Segment.io integration's apiHost and protocol set from the page's
+# own location (the rest of the integration's options, if given, are kept).
+_FIRST_PARTY = (
+    '(function(o,m){var i=o.integrations=o.integrations||{},s=i["Segment.io"];'
+    's=i["Segment.io"]=s&&typeof s=="object"?s:{};'
+    's.apiHost=location.host+m+"/v1";s.protocol=location.protocol.slice(0,-1);return o})(%s,%s)'
+)
+
+
 def js_value(value: Any) -> str:
     """``value`` as a JavaScript literal that is safe inside an HTML ``<script>`` element."""
     return json.dumps(value, separators=(",", ":"), sort_keys=True).translate(_JS_ESCAPES)
@@ -84,13 +105,17 @@ def render_snippet(
     nonce: str | None = None,
     page: bool = False,
     load_options: Mapping[str, Any] | None = None,
+    first_party: bool = False,
 ) -> str:
     """The ``<script>`` element, or an HTML comment when there is no key to load with.
 
-    ``write_key`` overrides the settings' key (a separate browser source); ``load_options``
-    are merged into analytics-next's ``load()`` options (ours set ``storage``).
+    ``write_key`` overrides the settings' key (``BROWSER_WRITE_KEY``, else ``WRITE_KEY``);
+    ``load_options`` are merged into analytics-next's ``load()`` options (ours set
+    ``storage``). ``first_party`` points analytics.js at the site's collection mount.
     """
-    key = write_key if write_key is not None else settings.write_key
+    key = write_key if write_key is not None else (settings.browser_write_key or settings.write_key)
+    if not key and first_party and settings.serve_analytics_js:
+        key = LOCAL_KEY  # the local store's own source, served and accepted by the mount
     if not key:
         return "<!-- segment_snippet: no write key, analytics.js not loaded -->"
     if not isinstance(key, str):
@@ -98,11 +123,15 @@ def render_snippet(
     options: dict[str, Any] = {"storage": {"stores": list(STORES)}}
     if load_options:
         options.update(load_options)
+    mount = js_value("" if settings.collect_prefix == "/" else settings.collect_prefix)
+    cdn = js_value(settings.cdn_url.rstrip("/"))
+    if settings.serve_analytics_js:
+        cdn = f'location.protocol+"//"+location.host+{mount}'
     body = _LOADER % {
         "key": js_value(key),
-        "cdn": js_value(settings.cdn_url.rstrip("/")),
+        "cdn": cdn,
         "version": js_value(SNIPPET_VERSION),
-        "options": js_value(options),
+        "options": _FIRST_PARTY % (js_value(options), mount) if first_party else js_value(options),
         "page": "analytics.page();" if page else "",
     }
     attr = f' nonce="{html.escape(str(nonce), quote=True)}"' if nonce else ""
@@ -110,7 +139,7 @@ def render_snippet(
 
 
 def snippet_global(get_settings: Callable[[], Settings]) -> Callable[..., str]:
-    """A Jinja global ``segment_snippet(nonce=..., write_key=..., page=...)`` over some settings.
+    """A Jinja global ``segment_snippet(nonce=..., write_key=..., page=..., first_party=...)``.
 
     Returns ``markupsafe.Markup`` (Jinja always brings markupsafe), so autoescaping leaves
     the element alone: every value in it went through :func:`js_value` or ``html.escape``.
@@ -123,9 +152,15 @@ def snippet_global(get_settings: Callable[[], Settings]) -> Callable[..., str]:
         nonce: str | None = None,
         page: bool = False,
         load_options: Mapping[str, Any] | None = None,
+        first_party: bool = False,
     ) -> str:
         text = render_snippet(
-            get_settings(), write_key=write_key, nonce=nonce, page=page, load_options=load_options
+            get_settings(),
+            write_key=write_key,
+            nonce=nonce,
+            page=page,
+            load_options=load_options,
+            first_party=first_party,
         )
         return Markup(text)
 

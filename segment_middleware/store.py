@@ -17,7 +17,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +27,7 @@ from .store_schema import CLAIMED, COLUMNS, REJECTED, SENT, WAITING
 if TYPE_CHECKING:
     from .messages import Encoded
 
-__all__ = ["DEFERRED", "LOCAL", "SPOOL", "Store", "StoredEvent"]
+__all__ = ["DEFERRED", "LOCAL", "SPOOL", "Purged", "Store", "StoredEvent"]
 
 LOCAL = "local"  # recorded because no write key is set
 SPOOL = "spool"  # delivery failed; waiting for `replay`
@@ -136,6 +136,11 @@ class Store:
                 raise
             conn.execute("COMMIT")
 
+    @property
+    def exists(self) -> bool:
+        """The file is there (or open): what only deletes or reads need not create it."""
+        return self._conn is not None or os.path.exists(self.path)
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None and self._pid == os.getpid():
@@ -165,22 +170,23 @@ class Store:
                 )
         return len(values)
 
-    def mark_replayed(self, ids: Iterable[int]) -> None:
-        """Rows the endpoint accepted."""
-        self._settle(ids, SENT, None)
+    def mark_replayed(self, ids: Iterable[int]) -> int:
+        """Rows the endpoint accepted; returns how many were still there (a deletion may
+        have purged some while they were posted)."""
+        return self._settle(ids, SENT, None)
 
-    def mark_rejected(self, ids: Iterable[int], error: str) -> None:
+    def mark_rejected(self, ids: Iterable[int], error: str) -> int:
         """Rows the endpoint refused (400): no longer pending, the reason kept beside them."""
-        self._settle(ids, REJECTED, error)
+        return self._settle(ids, REJECTED, error)
 
-    def _settle(self, ids: Iterable[int], state: str, error: str | None) -> None:
+    def _settle(self, ids: Iterable[int], state: str, error: str | None) -> int:
         now = time.time()
         with self._transaction() as conn:
-            conn.executemany(
+            return conn.executemany(
                 "UPDATE events SET state = ?, claimed_by = NULL, claimed_at = NULL, settled_at = ?,"
                 " error = coalesce(?, error) WHERE id = ?",
                 [(state, now, error, i) for i in ids],
-            )
+            ).rowcount
 
     def claim(self, limit: int = 100, kind: str = SPOOL, since: float | None = None) -> list[StoredEvent]:
         """Take up to ``limit`` waiting rows for this process, so that several workers (and
@@ -270,18 +276,67 @@ class Store:
             conn.executemany("DELETE FROM events WHERE id = ?", [(i,) for i in doomed])
         return len(doomed), own
 
-    def to_spool(self, ids: Iterable[int], error: str) -> None:
-        """Deferred rows whose delivery failed after all retries: spooled, for `replay`."""
+    def to_spool(self, ids: Iterable[int], error: str) -> int:
+        """Deferred rows whose delivery failed after all retries: spooled, for `replay`.
+        Returns how many were still there."""
         with self._transaction() as conn:
-            conn.executemany(
+            return conn.executemany(
                 f"UPDATE events SET kind = ?, {_UNCLAIM}, error = ? WHERE id = ?",
                 [(SPOOL, error, i) for i in ids],
-            )
+            ).rowcount
 
     def delete_user(self, user_id: str) -> int:
         with self._lock:
             cur = self._connect().execute("DELETE FROM events WHERE user_id = ?", (user_id,))
             return cur.rowcount
+
+    def linked_anonymous_ids(self, user_ids: Collection[str]) -> set[str]:
+        """The anonymousIds rows of these users carried (the visitors they were before and
+        while signed in)."""
+        found: set[str] = set()
+        if not self.exists:
+            return found
+        with self._lock:
+            conn = self._connect()
+            for chunk in _id_chunks(user_ids):
+                sql = (
+                    "SELECT DISTINCT anonymous_id FROM events WHERE anonymous_id IS NOT NULL"
+                    f" AND user_id IN ({', '.join('?' * len(chunk))})"
+                )
+                found.update(row[0] for row in conn.execute(sql, chunk))
+        return found
+
+    def purge(self, user_ids: Collection[str], anonymous_ids: Collection[str] = ()) -> Purged:
+        """Delete every row of these users, whatever its kind or state: theirs by userId,
+        and the rows of their anonymousIds that carry no userId (a row of one of those
+        anonymousIds with another userId is that other user's, and stays). One transaction.
+        Returns how many rows went, and how many of them were this process's deferred rows
+        (its pipeline counts those)."""
+        if not self.exists:
+            return Purged(0, 0)
+        mine = claims.token()
+        rows = own = 0
+        with self._transaction() as conn:
+            for column, ids, extra in (
+                ("user_id", user_ids, ""),
+                ("anonymous_id", anonymous_ids, " AND user_id IS NULL"),
+            ):
+                for chunk in _id_chunks(ids):
+                    where = f"{column} IN ({', '.join('?' * len(chunk))}){extra}"
+                    own += conn.execute(
+                        f"SELECT COUNT(*) FROM events WHERE {where} AND claimed_by = ? AND kind = ?",
+                        [*chunk, mine, DEFERRED],
+                    ).fetchone()[0]
+                    rows += conn.execute(f"DELETE FROM events WHERE {where}", chunk).rowcount
+        return Purged(rows, own)
+
+    def expire(self, older_than: float) -> int:
+        """Delete the rows stored before ``older_than`` (a time.time()), except the claimed
+        ones, which a process is sending now (LOCAL_STORE_RETENTION_DAYS). Returns how many."""
+        with self._transaction() as conn:
+            return conn.execute(
+                "DELETE FROM events WHERE stored_at < ? AND state != ?", (older_than, CLAIMED)
+            ).rowcount
 
     # ------------------------------------------------------------------ reading
     def events(
@@ -327,6 +382,24 @@ class Store:
     def count(self) -> int:
         with self._lock:
             return int(self._connect().execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+
+@dataclass(frozen=True)
+class Purged:
+    """What :meth:`Store.purge` deleted: ``rows`` in all, ``own_deferred`` of them the
+    calling process's deferred rows."""
+
+    rows: int
+    own_deferred: int
+
+
+_IDS_PER_STATEMENT = 500  # ids bound in one IN (...), well under SQLite's variable limit
+
+
+def _id_chunks(ids: Collection[str]) -> Iterator[list[str]]:
+    items = sorted(set(ids))
+    for start in range(0, len(items), _IDS_PER_STATEMENT):
+        yield items[start : start + _IDS_PER_STATEMENT]
 
 
 def _chunks(n: int) -> Iterator[tuple[int, int]]:

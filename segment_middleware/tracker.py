@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from .context import RequestFacts
     from .keywords import CallOptions
+    from .profiles import Profile
 
 __all__ = ["CURRENT", "Tracker", "checked_id", "current", "untracked"]
 
@@ -183,6 +184,21 @@ class Tracker:
         self._user_resolver = None
         self._anonymous_id = anonymous_id
         self.new_visitor = True
+
+    # ------------------------------------------------------------------ the profile
+    @property
+    def profile(self) -> Profile:
+        """This visitor's Segment profile (Unify): ``traits()`` and ``audiences()`` from the
+        Profile API (``SPACE_ID``, ``PROFILES_TOKEN``), ``atraits()`` / ``aaudiences()`` in
+        async views; each answers within PROFILE_TIMEOUT or gives None, never raises. The
+        visitor is the userId when there is one, else the anonymousId; an untracked
+        request's profile is always None."""
+        from .profiles import Profile
+
+        owner = self.owner
+        if owner is None:
+            return Profile(None, None, None)
+        return Profile(owner.settings, self.user_id, self._anonymous_id)
 
     # ------------------------------------------------------------------ the Segment Spec
     @property

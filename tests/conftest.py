@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import hypothesis
 import pytest
 from segment_receiver import SegmentReceiver
 
@@ -23,9 +24,18 @@ from segment_middleware import ambient  # noqa: E402
 from segment_middleware.core import Runtime  # noqa: E402
 from segment_middleware.settings import Settings  # noqa: E402
 
+# Hypothesis never times an example: on a loaded 2-core machine its default 200 ms deadline
+# fails tests that are only slow (a test's own @settings may still set more examples).
+hypothesis.settings.register_profile("suite", deadline=None)
+hypothesis.settings.load_profile("suite")
+
 # A user's project in miniature, with its own Django settings: test_testing_helpers runs
 # it in a subprocess; collecting it here would load its conftest into this process.
 collect_ignore = ["sample_project"]
+
+# secret_guard: no test's logs or server output hold the suite's write key or tokens;
+# pytester: test_secret_guard.py runs a test that leaks one on purpose.
+pytest_plugins = ["pytester", "secret_guard"]
 
 # Tests press Ctrl-C (SIGINT) on the servers and CLI commands they start. A shell without
 # job control starts background commands with SIGINT ignored, and an ignored signal is

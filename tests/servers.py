@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import secret_guard
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -45,6 +47,7 @@ class Server:
         self.argv = list(argv)
         full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self.log_path = Path(env.get("SERVER_LOG", f"/tmp/segment-server-{port}.log"))
+        secret_guard.watch(self.log_path)  # searched for the suite's secrets when the test ends
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             self.argv,

@@ -1,5 +1,6 @@
-"""The four benchmarks keep working: a tiny run of each, checking the delivery counts they
-report, never speed (speed is read from their figures, see bench/README.md)."""
+"""The four benchmarks keep working: a tiny run of each (``load.py`` in both its scenarios),
+checking the delivery counts they report, never speed (speed is read from their figures,
+see bench/README.md)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,24 @@ def test_load_delivers_every_page_call_over_http_and_tls(tmp_path: Path) -> None
             assert got["types"] == {"page": sent}, (transport, stack, got)
         assert t["drain_timeouts"] == [], transport
         assert all(v["p99_us"] >= v["p50_us"] > 0 for v in t["stacks"].values()), transport
+
+
+def test_load_collect_delivers_every_event_once_under_each_server(tmp_path: Path) -> None:
+    servers = ("sync", "gthread", "uvicorn", "uvicorn-django")
+    args = ("--scenario", "collect", "--rounds", "1", "--cpu", "40", "--warmup", "10", "--batch", "5")
+    results = run_bench("load", tmp_path, *args, "--servers", ",".join(servers), timeout=300)
+    assert set(results["servers"]) == set(servers)
+    for kind, t in results["servers"].items():
+        sent = (10 + 40) * (1 + 5)  # warm-up and round, each to v1/t (1 event) and v1/b (5)
+        got = t["received"]
+        assert t["sent"] == sent, (kind, t["sent"])
+        assert got["messages"] == got["message_ids"] == sent, (kind, got)
+        assert got["types"] == {"track": sent}, (kind, got)  # no page call for the mount's requests
+        assert got["paths"] == {"/products/blue-widget/": sent}, (kind, got)  # the browser's page
+        assert t["drain_timeouts"] == [], kind
+        assert set(t["endpoints"]) == {"noop", "v1/t", "v1/b"}, kind
+        assert all(v["req_s"] > 0 for v in t["endpoints"].values()), kind
+        assert t["endpoints"]["v1/b"]["events"] == 5, kind
 
 
 def test_delivery_receives_every_message_from_both(tmp_path: Path) -> None:

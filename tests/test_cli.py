@@ -765,6 +765,7 @@ def test_every_argument_and_command_has_help() -> None:
     # The walk reaches everything (so it can fail): every command, and their arguments.
     sub = next(a for a in parser._actions if a.choices and "events" in a.choices)
     commands = {"identify", "track", "page", "group", "alias", "events", "replay", "check", "plan"}
+    commands |= {"delete-user", "regulations"}
     assert set(sub.choices) == commands
     assert {"--event", "--since", "--limit"} <= {
         o for a in sub.choices["events"]._actions for o in a.option_strings
@@ -986,7 +987,7 @@ def test_manage_py_segment_bad_input_exits_2(
 def test_manage_py_segment_offers_the_project_commands(cli: Cli) -> None:
     proc = manage(cli, "--help")
     assert proc.returncode == 0, proc.stderr
-    assert "{check,events,replay}" in proc.stdout
+    assert "{check,events,replay,delete-user,regulations}" in proc.stdout
     unknown = manage(cli, "track", "u1", "E")  # sending single calls stays with segment-middleware
     assert unknown.returncode != 0 and "invalid choice" in unknown.stderr
 

@@ -356,6 +356,9 @@ def test_system_checks_report_bad_settings_and_order() -> None:
     with override_settings(SEGMENT=["not", "a", "dict"]):
         errors = [e for e in run_checks() if e.id.startswith("segment.")]
     assert [e.id for e in errors] == ["segment.E000"] and "must be a dict" in errors[0].msg
+    with override_settings(SEGMENT={"EVENT_CATEGORIES": {"Order *": "marketing"}}):
+        errors = [e for e in run_checks() if e.id.startswith("segment.")]
+    assert [(e.id, e.level) for e in errors] == [("segment.W102", 30)], "categories without CONSENT"
 
 
 def test_bad_settings_fail_at_startup_without_leaking_key() -> None:

@@ -11,6 +11,7 @@ test_context.py.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import json
 import re
@@ -159,16 +160,30 @@ def message_strategy(draw: Any) -> tuple[dict[str, Any], tuple[int | None, str |
     return msg, None
 
 
+# Facts a visitor chooses; the caps (hundreds of bytes and more) are beyond these strategies'
+# sizes and held in test_scrub.py.
+VISITOR_TEXT = ("method", "host", "path", "query", "referrer", "user_agent", "accept_language", "forwarded_for")
+
+
+def _printable(text: str | None) -> str | None:
+    """Without C0/C1 controls, DEL and lone surrogates."""
+    return None if text is None else re.sub("[\x00-\x1f\x7f-\x9f\ud800-\udfff]", "", text)
+
+
 def reference(item: Queued, s: Settings) -> dict[str, Any]:
     """The message as the README describes it, field by field, written without the
     sender's code (only the redaction and parsing helpers that test_context.py covers)."""
+    f = item.facts
+    name = item.name
+    if f is not None:  # the README's Privacy section: visitor text without control characters
+        name = _printable(name) if name == f.path else name  # the path as a name, not a route's
+        f = dataclasses.replace(f, **{k: _printable(getattr(f, k)) for k in VISITOR_TEXT})
     if item.message is None:  # the request's automatic page call
-        msg: dict[str, Any] = {"type": "page", "name": item.name, "anonymousId": item.anonymous_id}
+        msg: dict[str, Any] = {"type": "page", "name": name, "anonymousId": item.anonymous_id}
         if item.user_id is not None:
             msg["userId"] = item.user_id
     else:
         msg = copy.deepcopy(item.message)
-    f = item.facts
     context: dict[str, Any] = {"library": LIBRARY}
     if f is not None:
         words = frozenset(s.redact_query_params)

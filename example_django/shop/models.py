@@ -36,6 +36,8 @@ class Order(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="orders")
     total = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0.00"))
     created = models.DateTimeField(auto_now_add=True)
+    # set by the payment provider's "charge succeeded" webhook (shop/sources.py), not by checkout
+    paid = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created"]

@@ -11,6 +11,11 @@ Environment variables read here:
     SEGMENT_FLUSH_AT, SEGMENT_FLUSH_INTERVAL, SEGMENT_MAX_QUEUE_SIZE, SEGMENT_MAX_RETRIES,
     SEGMENT_TIMEOUT, SEGMENT_SHUTDOWN_TIMEOUT
                              delivery knobs, passed on only when set
+    PAYMENTS_WEBHOOK_SECRET  the payment provider's webhook signing secret (Stripe's
+                             "whsec_..."); with DEBUG on, a development default otherwise
+    ANALYTICS_JS_DIR         where the shop serves analytics.js from (first-party mode);
+                             default: the npm copy scripts/browser-deps installs, when there,
+                             else fetched from Segment's CDN and cached
 """
 
 from __future__ import annotations
@@ -88,16 +93,39 @@ LOGIN_URL = "signin"
 LOGIN_REDIRECT_URL = "home"
 
 
-def segment_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+# analytics.js as npm ships it, where scripts/browser-deps installs it for the browser tests.
+NPM_ANALYTICS_JS = BASE_DIR.parent / "tests/browser/node_modules/@segment/analytics-next/dist/umd"
+
+# The webhook secret `manage.py pay_order` signs with when PAYMENTS_WEBHOOK_SECRET is unset
+# and DEBUG is on. Known to everyone: never the secret of a deployed shop.
+DEV_PAYMENTS_WEBHOOK_SECRET = "whsec_example-shop-development-only"
+
+
+def segment_from_env(environ: Mapping[str, str], debug: bool = False) -> dict[str, Any]:
     """The SEGMENT setting: fixed choices plus whatever the environment sets.
 
     Unset (or empty) variables are left out, so the middleware's own defaults apply. Without
-    SEGMENT_WRITE_KEY nothing leaves the machine: events go to the local store.
+    SEGMENT_WRITE_KEY nothing leaves the machine: events go to the local store. Without a
+    payments webhook secret (PAYMENTS_WEBHOOK_SECRET, or the development one when ``debug``)
+    the payments source answers 500 and runs nothing: it never takes unsigned webhooks.
     """
     config: dict[str, Any] = {
         "EXCLUDE_PATHS": ["/health", "/favicon.ico", "/static/"],
         "IDENTIFY_TRAITS": "shop.views.identify_traits",
     }
+    webhook_secret = environ.get("PAYMENTS_WEBHOOK_SECRET", "").strip() or (
+        DEV_PAYMENTS_WEBHOOK_SECRET if debug else ""
+    )
+    if webhook_secret:
+        config["SOURCE_SECRETS"] = {"payments": webhook_secret}  # shop/sources.py
+    # First-party mode (base.html): analytics.js, its settings and the browser's calls all go
+    # through the shop's /segment/ mount; with no write key they end in the local store.
+    config["SERVE_ANALYTICS_JS"] = True
+    js_dir = environ.get("ANALYTICS_JS_DIR", "").strip() or (
+        str(NPM_ANALYTICS_JS) if NPM_ANALYTICS_JS.is_dir() else ""
+    )
+    if js_dir:
+        config["ANALYTICS_JS_DIR"] = js_dir
     knobs: tuple[tuple[str, Callable[[str], Any]], ...] = (
         ("WRITE_KEY", str),
         ("HOST", str),
@@ -122,7 +150,7 @@ def segment_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     return config
 
 
-SEGMENT = segment_from_env(os.environ)
+SEGMENT = segment_from_env(os.environ, debug=DEBUG)
 
 LOGGING = {
     "version": 1,

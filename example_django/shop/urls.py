@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 
 from . import views
 
@@ -14,4 +14,6 @@ urlpatterns = [
     path("health", views.health, name="health"),
     path("api/stock/<slug:slug>", views.api_stock, name="api-stock"),
     path("api/ping", views.api_ping, name="api-ping"),
+    # first-party collection and source functions (/segment/sources/payments: shop/sources.py)
+    path("segment/", include("segment_middleware.django.urls")),
 ]

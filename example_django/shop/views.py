@@ -122,15 +122,10 @@ def checkout(request: HttpRequest) -> HttpResponse:
             OrderItem.objects.create(
                 order=order, product=line["product"], quantity=line["quantity"], price=line["product"].price
             )
-    request.segment.track(
-        "Order Completed",
-        {
-            "order_id": str(order.pk),
-            "total": float(total),
-            "revenue": float(total),
-            "currency": "USD",
-            "products": _segment_products(lines),
-        },
+    # The order is placed, not paid: "Order Completed" comes from the payment provider's
+    # "charge succeeded" webhook (shop/sources.py), once the money is there.
+    request.segment.ecommerce.payment_info_entered(
+        checkout_id=str(order.pk), order_id=str(order.pk), payment_method="card"
     )
     request.session[CART_SESSION_KEY] = {}
     return redirect("order", pk=order.pk)

@@ -1,4 +1,5 @@
-"""AppConfig: system checks, and the auth signals: log-in ``identify``, sign-up, log-out reset."""
+"""AppConfig: system checks, and the auth signals: log-in ``identify``, sign-up, log-out
+reset, and a deleted user's deletion at Segment (DELETE_ON_USER_DELETE)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ class SegmentConfig(AppConfig):
     def ready(self) -> None:
         from django.conf import settings
         from django.contrib.auth.signals import user_logged_in, user_logged_out
-        from django.db.models.signals import post_save
+        from django.db.models.signals import post_delete, post_save
 
         from . import checks  # noqa: F401  (registers the checks)
 
@@ -24,6 +25,9 @@ class SegmentConfig(AppConfig):
         user_logged_out.connect(_reset_on_logout, dispatch_uid="segment_middleware.reset_on_logout")
         post_save.connect(
             _signed_up, sender=settings.AUTH_USER_MODEL, dispatch_uid="segment_middleware.signed_up"
+        )
+        post_delete.connect(
+            _user_deleted, sender=settings.AUTH_USER_MODEL, dispatch_uid="segment_middleware.user_deleted"
         )
         _flush_on_reloader_interrupt()
 
@@ -56,6 +60,27 @@ def _reset_on_logout(sender: Any, request: Any, user: Any, **kwargs: Any) -> Non
 
     pk = getattr(user, "pk", None) if user is not None and getattr(user, "is_authenticated", False) else None
     get_runtime().logout(getattr(request, "segment", None), pk)
+
+
+def _user_deleted(sender: Any, instance: Any, using: str | None = None, **kwargs: Any) -> None:
+    """DELETE_ON_USER_DELETE: a deleted user row is deleted at Segment and here too
+    (``privacy.file_after``), once its transaction commits; a rollback files nothing (Django
+    drops the callbacks of a rolled-back transaction or savepoint). Read at each deletion,
+    so ``override_settings`` works."""
+    from django.db import transaction
+
+    from .conf import load_settings
+
+    try:
+        settings = load_settings()
+    except Exception:  # invalid settings: the system check reports them; a deletion goes on
+        return
+    if not settings.delete_on_user_delete or instance.pk is None:
+        return
+    from ..privacy import file_after
+
+    user_id = str(instance.pk)
+    transaction.on_commit(lambda: file_after(user_id, settings), using=using)
 
 
 def _signed_up(sender: Any, instance: Any, created: bool = False, **kwargs: Any) -> None:

@@ -22,6 +22,19 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
 
 
 @register(Tags.compatibility)
+def check_advice(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Settings each valid but doing nothing together (``settings.advice``)."""
+    from ..settings import advice
+    from .conf import load_settings
+
+    try:
+        loaded = load_settings()
+    except Exception:  # an invalid setting: check_settings reports it
+        return []
+    return [Warning(problem.message, id=problem.id) for problem in advice(loaded)]
+
+
+@register(Tags.compatibility)
 def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
     if OURS not in middleware:

@@ -67,6 +67,7 @@ def _evaluated_user(request: Any) -> tuple[bool, Any]:
 
 
 TOOLBAR_APP = "djdt"  # django-debug-toolbar's URL app_name (debug_toolbar.APP_NAME)
+COLLECT_APP = "segment_middleware"  # the collection routes' app_name (django/urls.py)
 
 
 def toolbar_prefix() -> str | None:
@@ -208,6 +209,9 @@ class SegmentMiddleware:
         match = getattr(request, "resolver_match", None)
         if match is not None and self._toolbar_namespace and TOOLBAR_APP in match.app_names:
             self.runtime.skip(tracker)  # the toolbar's view, under a prefix not known before
+            return
+        if match is not None and COLLECT_APP in match.app_names:
+            self.runtime.skip(tracker)  # the collection routes, also when CSRF refused the post
             return
         route = match.view_name if match is not None else None
         cookie = self.runtime.finish(

@@ -1,7 +1,9 @@
 """``{% load segment_tags %}{% segment_snippet %}``: the analytics.js loader in a template.
 
 Keyword arguments are those of :func:`segment_middleware.snippet.render_snippet`
-(``nonce``, ``write_key``, ``page``). Without an explicit ``nonce`` the tag uses
+(``nonce``, ``write_key``, ``page``, ``load_options``, ``first_party``):
+``{% segment_snippet first_party=True %}`` sends the browser's calls through the site's
+collection mount. Without an explicit ``nonce`` the tag uses
 ``request.csp_nonce`` when django-csp (or anything else) put one there.
 """
 

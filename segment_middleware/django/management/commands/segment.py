@@ -1,5 +1,5 @@
-"""``python manage.py segment check|events|replay``: the ``segment-middleware`` command with
-this project's settings.
+"""``python manage.py segment check|events|replay|delete-user|regulations``: the
+``segment-middleware`` command with this project's settings.
 
 The arguments and the work are the CLI's own (``segment_middleware.cli``): this file only
 hands Django's parser to it and says where the settings come from, so the two commands
@@ -22,7 +22,8 @@ from segment_middleware import cli
 class Command(BaseCommand):
     help = (
         "Segment: check the SEGMENT settings (and that the host takes the write key), list the "
-        "local store, or replay what was not sent. Same as the segment-middleware command."
+        "local store, replay what was not sent, or delete users (and list those deletions). "
+        "Same as the segment-middleware command."
     )
     # `segment check` reports bad settings itself, in one line; the system checks would
     # stop it (and events/replay) before it could.
