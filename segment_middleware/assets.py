@@ -49,6 +49,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
+from .settings import SECRET_SETTINGS, hide_secrets
+
 if TYPE_CHECKING:
     from .core import Runtime
     from .settings import Settings
@@ -387,7 +389,10 @@ class Assets:
     def _warn_once(self, what: str, message: str) -> None:
         if what not in self._warned:
             self._warned.add(what)
-            log.warning(message)
+            # A CDN path holds the browser's write key (analytics.js/v1/<key>/...): a log
+            # line names it instead, as every line of the package does.
+            secrets = {name: getattr(self.settings, name) for name in SECRET_SETTINGS}
+            log.warning(hide_secrets(message, secrets))
 
 
 def _classic_name(name: str) -> str:

@@ -828,7 +828,8 @@ def secret_texts(values: Mapping[str, Any]) -> list[tuple[str, str]]:
         value = values.get(name)
         items = value.values() if isinstance(value, Mapping) else (value,)
         for item in items:
-            for text in (item,) if isinstance(item, (str, bytes)) else item if isinstance(item, Iterable) else ():
+            texts = (item,) if isinstance(item, (str, bytes)) else item if isinstance(item, Iterable) else ()
+            for text in texts:
                 if isinstance(text, bytes):
                     text = text.decode("utf-8", "replace")
                 if isinstance(text, str) and len(text) >= 4:

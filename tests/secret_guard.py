@@ -14,8 +14,8 @@ string constants of the test's own module named like a secret (``KEY``, ``TOKEN`
 ``SECRET``, ``PASSWORD``, alone or as a name's last word: ``PUBLIC_API_TOKEN``), so a
 module's fixed token is covered by being defined. A phase whose text holds one fails,
 naming the constant and the section; in that report the secret's text is replaced by its
-name, so the failure does not print it either. A test that fails for its own reason and
-whose assertion message holds a secret gets a section saying so.
+name, so the failure does not print it either. A test that fails for its own reason with
+a secret in its traceback gets it hidden there too, and a section saying so.
 
 It costs a substring search per secret over text pytest has already captured: nothing is
 formatted that pytest did not format anyway. So records below a logger's level are never
@@ -122,7 +122,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         own += _new_output()
     leaks = _leaks(own, secrets)
     if report.failed and report.longrepr is not None and (names := find(str(report.longrepr), secrets)):
-        report.sections.append(("secrets", f"the failure's own message holds {', '.join(names)}"))
+        report.longrepr = hide(str(report.longrepr), secrets)
+        report.sections.append(("secrets", f"the failure's own message held {', '.join(names)} (hidden)"))
     if not leaks:
         return
     report.sections = [(title, hide(text, secrets)) for title, text in report.sections]

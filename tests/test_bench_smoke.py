@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from servers import ROOT
 
 
@@ -40,10 +41,11 @@ def test_overhead_delivers_one_page_call_per_request(tmp_path: Path) -> None:
         assert all(v["cpu_us"] > 0 and v["p50_us"] > 0 for v in r["stacks"].values()), fw
 
 
-def test_load_delivers_every_page_call_over_http_and_tls(tmp_path: Path) -> None:
-    args = ("--rounds", "1", "--latency", "40", "--cpu", "40", "--warmup", "20")
+@pytest.mark.parametrize("receiver", ["suite", "lean"])
+def test_load_delivers_every_page_call_over_http_and_tls(tmp_path: Path, receiver: str) -> None:
+    args = ("--rounds", "1", "--latency", "40", "--cpu", "40", "--warmup", "20", "--receiver", receiver)
     results = run_bench("load", tmp_path, *args, timeout=300)
-    assert set(results["transports"]) == {"http", "tls"}
+    assert results["receiver"] == receiver and set(results["transports"]) == {"http", "tls"}
     for transport, t in results["transports"].items():
         for stack in ("ours+auth", "naive+auth"):
             sent, got = t["sent"][stack], t["received"][stack]

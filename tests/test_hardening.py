@@ -47,15 +47,30 @@ SECRETS: dict[str, Any] = {
     "profiles_token": PROFILES_TOKEN,
     "source_secrets": {"payments": [SOURCE_SECRET, OLD_SOURCE_SECRET]},
 }
-TEXTS = [WRITE_KEY, BROWSER_KEY, PUBLIC_API_TOKEN, PROFILES_TOKEN, SOURCE_SECRET, OLD_SOURCE_SECRET]
+TEXTS = {
+    "WRITE_KEY": WRITE_KEY,
+    "BROWSER_WRITE_KEY": BROWSER_KEY,
+    "PUBLIC_API_TOKEN": PUBLIC_API_TOKEN,
+    "PROFILES_TOKEN": PROFILES_TOKEN,
+    "SOURCE_SECRETS (current)": SOURCE_SECRET,
+    "SOURCE_SECRETS (previous)": OLD_SOURCE_SECRET,
+}
 
 
-def leaked(text: str, texts: list[str] = TEXTS) -> list[str]:
-    """Which secrets ``text`` holds (as themselves or as the Basic auth the sender makes);
-    the test names the setting, never prints the secret."""
+def leaked(text: str, texts: dict[str, str] = TEXTS) -> list[str]:
+    """The names of the secrets ``text`` holds (as themselves or as the Basic auth the
+    sender makes), never the secrets: a failure must not print one."""
     basic = base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
-    found = [t for t in texts if t in text]
-    return found + (["the write key as Basic auth"] if basic in text else [])
+    found = [name for name, secret in texts.items() if secret in text]
+    return found + (["WRITE_KEY as Basic auth"] if basic in text else [])
+
+
+def assert_hidden(text: str, where: object, texts: dict[str, str] = TEXTS) -> None:
+    """No secret in ``text``; on failure the message names them and ``where`` (the text
+    itself is not shown: it holds the secret)."""
+    __tracebackhide__ = True  # pytest would show this frame's arguments, the text among them
+    found = leaked(text, texts)
+    assert not found, f"{found} in {where}"
 
 
 def test_every_secret_row_is_marked_secret() -> None:
@@ -91,7 +106,8 @@ def test_reprs_of_everything_that_holds_a_secret(store_path: str) -> None:
             client_for(s),
         ]
         for obj in objects:
-            assert not leaked(repr(obj)) and not leaked(str(obj)), type(obj).__name__
+            assert_hidden(repr(obj), f"repr of {type(obj).__name__}")
+            assert_hidden(str(obj), f"str of {type(obj).__name__}")
     finally:
         rt.delivery.shutdown(2)
 
@@ -106,7 +122,7 @@ def test_a_secret_pasted_into_another_setting_is_not_echoed(secret_row: str) -> 
     for wrong in ("host", "anonymous_id_cookie", "cdn_url", "collect_prefix"):
         with pytest.raises(SettingsError) as info:
             Settings(**{secret_row: value, wrong: text + " !"})
-        assert not leaked(str(info.value)), (secret_row, wrong)
+        assert_hidden(str(info.value), (secret_row, wrong))
         assert wrong in str(info.value)
 
 
@@ -138,7 +154,7 @@ def test_no_log_line_carries_the_key_even_when_the_endpoint_quotes_it(
     assert receiver.requests, "the failing endpoint was never asked: the test proves nothing"
     text = "\n".join(f"{r.name} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
     assert "400" in text or "invalid_request" in text or "rejected" in text.lower(), "no failure was logged"
-    assert not leaked(text)
+    assert_hidden(text, "the log records")
 
 
 # ---------------------------------------------------------------------------- the command
@@ -173,12 +189,13 @@ def test_the_command_never_prints_the_key_or_tokens(
             ["events", "--json"],
         ]
         outputs = []
-        for argv in runs:
+        for number, argv in enumerate(runs):
             done = subprocess.run(
                 [cli, *argv], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path
             )
             outputs.append(done.stdout + done.stderr)
-            assert not leaked(done.stdout + done.stderr), argv
+            # Named by its command and position: its arguments may hold the key.
+            assert_hidden(done.stdout + done.stderr, f"the output of run {number}, {argv[0]}")
         assert len(api.seen) >= 2  # the Public API was asked (and answered 200 or 401)
     assert any("write key" in out for out in outputs)  # it did talk about the key
 
@@ -223,7 +240,7 @@ def test_django_debug_page_masks_every_secret_of_segment(debug_page: Any) -> Non
     """Django's own filter walks ``SEGMENT`` key by key: every secret row's name matches
     its pattern (KEY, TOKEN, SECRET), nested lists included."""
     html = debug_page(**SECRETS, host="http://127.0.0.1:9", space_id="spa_1")
-    assert not leaked(html)
+    assert_hidden(html, "the debug page")
     assert f"&#x27;WRITE_KEY&#x27;: &#x27;{SUBSTITUTE}&#x27;" in html
     assert f"&#x27;SOURCE_SECRETS&#x27;: &#x27;{SUBSTITUTE}&#x27;" in html
     assert "spa_1" in html  # what is not secret is still shown
@@ -239,7 +256,7 @@ def test_credentials_in_host_need_the_packages_filter(debug_page: Any) -> None:
     masked = debug_page(
         **SECRETS, host=host, filter_path="segment_middleware.django.debug.SegmentExceptionReporterFilter"
     )
-    assert not leaked(masked, [*TEXTS, PROXY_PASSWORD])
+    assert_hidden(masked, "the debug page", {**TEXTS, "PROXY_PASSWORD": PROXY_PASSWORD})
     assert f"http://proxy-user:{SUBSTITUTE}@127.0.0.1:9" in masked
 
 

@@ -335,7 +335,8 @@ def test_the_destination_never_shows_credentials_in_the_host() -> None:
 def test_stats_has_every_documented_key() -> None:
     """The keys of ``stats()`` are the rows of the deployment guide's table, in its order."""
     table = (Path(__file__).parent.parent / "docs" / "deployment.md").read_text()
-    documented = re.findall(r"^\| `(\w+)` \|", table.split("| key | counts |", 1)[1].split("\n\n", 1)[0], re.M)
+    rows = table.split("| key | counts |", 1)[1].split("\n\n", 1)[0]
+    documented = re.findall(r"^\| `(\w+)` \|", rows, re.M)
     assert list(segment_middleware.stats()) == documented
 
 

@@ -49,7 +49,7 @@ def test_a_server_prints_the_key(tmp_path):
 
 def test_fails_and_logs_the_key():
     logging.getLogger("segment_middleware").error("oops %s", WRITE_KEY)
-    assert False, "its own failure"
+    assert False, "its own failure, with " + WRITE_KEY
 
 
 def test_logs_nothing_secret():
@@ -81,6 +81,7 @@ def test_a_leak_fails_the_test_and_is_not_printed(
         assert said + leak in text, leak
     assert "sending with <helpers.WRITE_KEY>" in text  # the section is shown, the key hidden
     assert "oops <helpers.WRITE_KEY>" in text  # also in a test that failed by itself
+    assert "its own failure, with <helpers.WRITE_KEY>" in text  # its traceback too
 
 
 def test_find_and_hide_name_the_secret() -> None:

@@ -162,7 +162,16 @@ def message_strategy(draw: Any) -> tuple[dict[str, Any], tuple[int | None, str |
 
 # Facts a visitor chooses; the caps (hundreds of bytes and more) are beyond these strategies'
 # sizes and held in test_scrub.py.
-VISITOR_TEXT = ("method", "host", "path", "query", "referrer", "user_agent", "accept_language", "forwarded_for")
+VISITOR_TEXT = (
+    "method",
+    "host",
+    "path",
+    "query",
+    "referrer",
+    "user_agent",
+    "accept_language",
+    "forwarded_for",
+)
 
 
 def _printable(text: str | None) -> str | None:

@@ -3,8 +3,8 @@
 Django's own ``SafeExceptionReporterFilter`` already masks most of ``settings.SEGMENT``: it
 walks a dict setting key by key and masks every key matching
 ``API|AUTH|TOKEN|KEY|SECRET|PASS|SIGNATURE`` (``WRITE_KEY``, ``BROWSER_WRITE_KEY``,
-``PUBLIC_API_TOKEN``, ``PROFILES_TOKEN``, the whole of ``SOURCE_SECRETS``; ``tests/
-test_hardening.py`` renders a real debug page to hold it to that). What it shows in
+``PUBLIC_API_TOKEN``, ``PROFILES_TOKEN``, the whole of ``SOURCE_SECRETS``;
+``tests/test_hardening.py`` renders a real debug page to hold it to that). What it shows in
 clear: a user name and password in a ``HOST`` URL (``https://user:pass@proxy.example``,
 which the sender turns into Basic auth), and a ``SEGMENT`` that is a mapping but not a
 ``dict`` (shown by its repr, secrets and all). This filter masks those too::
