@@ -226,3 +226,42 @@ def test_jsonable_fast_path_is_the_named_path(value: Any) -> None:
     for _ in range(40):
         deep = [deep]
     assert outcome(lambda: module.jsonable(deep, "p")) == outcome(lambda: module._named(deep, "p", 0))
+
+
+def test_flask_wtf_csrf_holds_for_the_json_calls_not_for_analytics_js(tmp_path: Path) -> None:
+    """With Flask-WTF's CSRFProtect set up before the blueprint is registered, analytics.js's
+    posts and webhooks are exempt (they carry no authority) and the JSON calls keep it."""
+    pytest.importorskip("flask_wtf")
+    from flask import Flask, g
+    from flask_wtf.csrf import CSRFProtect, generate_csrf
+
+    from segment_middleware.flask import Segment, collect_blueprint
+
+    app = Flask("csrf_shop")
+    app.config.update(SECRET_KEY="test-only", SEGMENT_LOCAL_STORE=str(tmp_path / "s.sqlite3"))
+    Segment(app)
+    CSRFProtect(app)
+
+    @app.before_request
+    def sign_in() -> None:
+        g.user = SimpleNamespace(id=42, is_authenticated=True)
+
+    @app.get("/token")
+    def token() -> str:
+        return generate_csrf()
+
+    app.register_blueprint(collect_blueprint, url_prefix="/segment")
+    client = app.test_client()
+    browser = json.dumps({"type": "track", "event": "From The Browser", "anonymousId": "a-1"})
+    own = json.dumps({"event": "From A Form"})
+    with capture() as events:
+        assert client.post("/segment/v1/t", data=browser, content_type="text/plain").status_code == 200
+        refused = client.post("/segment/track", data=own, content_type="application/json")
+        assert refused.status_code == 400 and b"CSRF" in refused.data
+        csrf = client.get("/token").get_data(as_text=True)
+        sent = client.post(
+            "/segment/track", data=own, content_type="application/json", headers={"X-CSRFToken": csrf}
+        )
+        assert sent.status_code == 200, sent.data
+    assert [e["event"] for e in events if e["type"] == "track"] == ["From The Browser", "From A Form"]
+    assert {e.get("userId") for e in events if e["type"] == "track"} == {"42"}

@@ -4,8 +4,8 @@ a batch) or with a userId the server did not give.
 
 Hypothesis draws the route, the body (random bytes, any JSON, events with fields of any
 type and size, batches of them) and the visitor (cookie or not, signed in or not). One
-server per framework for the whole run (FastAPI under uvicorn, Flask under gunicorn); the
-rate limit is off so that every body is judged on its content.
+server per framework for the whole run (FastAPI under uvicorn, Flask and Django under
+gunicorn); the rate limit is off so that every body is judged on its content.
 """
 
 from __future__ import annotations
@@ -123,7 +123,20 @@ def body_for(draw: st.DrawFn, route: str) -> bytes:
     return json.dumps(draw(json_values)).encode()
 
 
-@pytest.fixture(scope="module", params=["fastapi", "flask"])
+# Django's CSRF rules hold for the JSON calls: the fuzzed posts carry a valid token pair
+# (cookie and header), so that what is fuzzed is the body, not Django's CSRF check.
+CSRF = "f" * 32
+SERVER_APP: dict[int, str] = {}  # port -> the framework it serves
+
+
+def csrf_for(server: Server) -> tuple[str | None, dict[str, str]]:
+    """(a cookie to add, headers to add) for posts to this server."""
+    if SERVER_APP.get(server.port) == "django":
+        return f"csrftoken={CSRF}", {"X-CSRFToken": CSRF}
+    return None, {}
+
+
+@pytest.fixture(scope="module", params=["fastapi", "flask", "django"])
 def fuzzed(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Server, SegmentReceiver]]:
@@ -140,14 +153,19 @@ def fuzzed(
         }
         if request.param == "fastapi":
             server = uvicorn("collect_apps:fastapi_app", env, app_dir=APPS)
+        elif request.param == "django":
+            server = gunicorn("collect_dj.wsgi:application", env, "--worker-class", "gthread", chdir=APPS)
         else:
             server = gunicorn("collect_apps:flask_app", env, "--worker-class", "gthread", chdir=APPS)
         try:
             server.wait_ready()
+            SERVER_APP[server.port] = request.param
             yield server, receiver
             # Every event the routes accepted could be sent: none failed the sender's own
             # 32 KB check (the routes answer 413 for those instead of accepting them).
-            flushed = server.request("POST", "/segment/flush", {"X-Test-User": "staff:1"}, b"")
+            cookie, extra = csrf_for(server)
+            staff = {"X-Test-User": "staff:1", **extra, **({"Cookie": cookie} if cookie else {})}
+            flushed = server.request("POST", "/segment/flush", staff, b"")
             assert flushed.status == 200 and json.loads(flushed.body)["flushed"] is True
             stats = json.loads(server.get("/stats").body)
             accepted = ACCEPTED[server.port]
@@ -198,6 +216,9 @@ def test_arbitrary_bodies_never_fail_the_server(
     server, _ = fuzzed
     body = data.draw(body_for(route))
     headers: dict[str, Any] = {"Content-Type": content_type, "Referer": "http://127.0.0.1/fuzz"}
+    csrf_cookie, csrf_headers = csrf_for(server)
+    headers.update(csrf_headers)
+    cookie = "; ".join(c for c in (cookie, csrf_cookie) if c) or None
     if cookie is not None:
         headers["Cookie"] = cookie
     if user is not None:
