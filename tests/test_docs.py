@@ -4,8 +4,9 @@ names and every setting, and its runnable examples run.
 - The site is built once per session with ``mkdocs build --strict`` into a temporary
   directory (a broken link or anchor, a missing page, an unknown generated part or any
   other warning fails it), offline.
-- Every public name of the product contract (``../shared/SPEC.md``, beside the repository)
-  that the package defines has an entry in the Python API reference, and every setting one
+- Every public name of the product contract (``../shared/SPEC.md``, beside the repository,
+  else its copy in ``tests/contract/``, held equal to it when both are there) that the
+  package defines has an entry in the Python API reference, and every setting one
   in the settings reference.
 - Every code block marked runnable in ``docs/`` (``{.python .runnable title="..."
   data-sends="N"}``, see docs/writing-docs.md) runs as a script in its own process, with
@@ -33,7 +34,10 @@ from segment_middleware.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-SPEC = Path(os.environ.get("SEGMENT_SPEC", ROOT.parent / "shared" / "SPEC.md"))
+SHARED_SPEC = Path(os.environ.get("SEGMENT_SPEC", ROOT.parent / "shared" / "SPEC.md"))
+# The contract as of the last sync, so that a checkout without ../shared (CI) checks it too.
+VENDORED_SPEC = ROOT / "tests" / "contract" / "SPEC.md"
+SPEC = SHARED_SPEC if SHARED_SPEC.is_file() else VENDORED_SPEC
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import docs_reference  # noqa: E402
@@ -218,7 +222,13 @@ def spec_names(text: str) -> tuple[dict[str, str], set[str], set[str]]:
     return expected, settings, unresolved
 
 
-@pytest.mark.skipif(not SPEC.is_file(), reason=f"no product contract at {SPEC} (set SEGMENT_SPEC)")
+@pytest.mark.skipif(not SHARED_SPEC.is_file(), reason=f"no product contract at {SHARED_SPEC} to compare")
+def test_the_vendored_contract_is_the_shared_one() -> None:
+    """tests/contract/SPEC.md is what CI checks the reference against: a copy of the shared
+    contract, renewed when it changes (``cp ../shared/SPEC.md tests/contract/``)."""
+    assert VENDORED_SPEC.read_text() == SHARED_SPEC.read_text(), "run: cp ../shared/SPEC.md tests/contract/"
+
+
 def test_every_public_name_of_the_contract_is_in_the_reference(site: Path) -> None:
     expected, settings, unresolved = spec_names(SPEC.read_text())
     assert len(expected) > 40 and len(settings) > 25  # the extraction still finds the contract's names
