@@ -4,8 +4,8 @@ a batch) or with a userId the server did not give.
 
 Hypothesis draws the route, the body (random bytes, any JSON, events with fields of any
 type and size, batches of them) and the visitor (cookie or not, signed in or not). One
-server per framework for the whole run (FastAPI under uvicorn, Flask and Django under
-gunicorn); the rate limit is off so that every body is judged on its content.
+server per framework for the whole run (FastAPI under uvicorn; Flask, Django and the plain
+WSGI app under gunicorn); the rate limit is off so that every body is judged on its content.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def csrf_for(server: Server) -> tuple[str | None, dict[str, str]]:
     return None, {}
 
 
-@pytest.fixture(scope="module", params=["fastapi", "flask", "django"])
+@pytest.fixture(scope="module", params=["fastapi", "flask", "django", "wsgi"])
 def fuzzed(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Server, SegmentReceiver]]:
@@ -155,6 +155,8 @@ def fuzzed(
             server = uvicorn("collect_apps:fastapi_app", env, app_dir=APPS)
         elif request.param == "django":
             server = gunicorn("collect_dj.wsgi:application", env, "--worker-class", "gthread", chdir=APPS)
+        elif request.param == "wsgi":
+            server = gunicorn("collect_apps:wsgi_app", env, "--worker-class", "gthread", chdir=APPS)
         else:
             server = gunicorn("collect_apps:flask_app", env, "--worker-class", "gthread", chdir=APPS)
         try:
