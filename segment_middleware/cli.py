@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from .isotime import parse_iso
 from .privacy_cli import add_privacy_commands, delete_user_command, regulations_command
 from .replay import replay
 from .settings import Settings, SettingsError, problems
@@ -160,12 +161,9 @@ def _parse_when(text: str) -> float:
         seconds = int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
         return time.time() - seconds
     try:
-        when = _dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        return parse_iso(text).timestamp()
     except ValueError:
         raise UsageError(f"--since: not a date, datetime or span like 2h: {text!r}") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=_dt.timezone.utc)
-    return when.timestamp()
 
 
 # ---------------------------------------------------------------------- sending

@@ -52,6 +52,7 @@ from . import assets
 from .assets import AssetRoute, asset_route
 from .context import RequestFacts, client_ip, request_context
 from .identity import parse_anonymous_id
+from .isotime import parse_iso
 from .jsonable import jsonable
 from .ratelimit import TokenBuckets
 from .tracker import Tracker, current
@@ -578,10 +579,9 @@ def _time(value: Any, where: str) -> _dt.datetime:
     if not isinstance(value, str) or len(value) > 64:
         raise _Refused(400, "must be an ISO 8601 date-time string", where)
     try:
-        parsed = _dt.datetime.fromisoformat(value)
+        return parse_iso(value)
     except ValueError:
         raise _Refused(400, "must be an ISO 8601 date-time string", where) from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=_dt.timezone.utc)
 
 
 def _first_line(exc: BaseException) -> str:

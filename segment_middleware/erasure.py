@@ -22,13 +22,13 @@ made before that from any write (:func:`without_erased`), counted ``blocked``.
 
 from __future__ import annotations
 
-import datetime
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .isotime import parse_iso
 from .messages import Encoded, Packed, Queued
 
 __all__ = ["Subjects", "remember", "reset", "without_erased"]
@@ -134,9 +134,6 @@ def _when(timestamp: Any) -> float | None:
     if not isinstance(timestamp, str):
         return None
     try:
-        when = datetime.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+        return parse_iso(timestamp).timestamp()
     except ValueError:
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.timezone.utc)
-    return when.timestamp()

@@ -11,11 +11,11 @@ shell's history and in ``ps``), and never printed.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import sys
 from typing import Any
 
+from .isotime import parse_iso
 from .privacy import PublicAPIError, delete_users, purge, regulation, regulations
 from .settings import Settings
 
@@ -112,6 +112,6 @@ def _when(value: Any) -> str:
     if not isinstance(value, str) or not value:
         return "-"
     try:
-        return _dt.datetime.fromisoformat(value.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M:%S")
+        return parse_iso(value).strftime("%Y-%m-%d %H:%M:%S")
     except ValueError:
         return value[:20]
