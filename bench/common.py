@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import collections
 import contextlib
 import http.client
@@ -41,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -48,6 +50,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
+
+import orjson
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -230,9 +234,6 @@ class LeanReceiver:
     page paths): ~7 µs. Same summary as the suite's (``_receiver_summary``)."""
 
     def __init__(self, write_key: str, port: int, tls: ssl.SSLContext | None) -> None:
-        import base64
-        import threading
-
         self.messages: list[dict[str, Any]] = []
         self.requests: list[int] = []
         self._changed = threading.Condition()
@@ -245,15 +246,11 @@ class LeanReceiver:
         self.url = f"{scheme}://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
 
     def start(self) -> LeanReceiver:
-        import threading
-
         threading.Thread(target=self._loop.run_forever, daemon=True).start()
         return self
 
     def take(self, head: bytes, body: bytes) -> bool:
         """One request: False when its write key is wrong."""
-        import orjson
-
         if self._auth not in head.lower():
             return False
         batch = orjson.loads(body).get("batch") or []

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
-from .settings import SECRET_SETTINGS, hide_secrets
+from .logs import hide_in_logs
 
 if TYPE_CHECKING:
     from .core import Runtime
@@ -173,6 +173,7 @@ class Assets:
         cache_dir: Path | None = None,
     ) -> None:
         self.settings = settings
+        hide_in_logs(settings)  # its log lines quote CDN paths, which hold the browser key
         self.key = browser_key(settings)
         self._fetch = fetch
         self._clock = clock
@@ -389,10 +390,7 @@ class Assets:
     def _warn_once(self, what: str, message: str) -> None:
         if what not in self._warned:
             self._warned.add(what)
-            # A CDN path holds the browser's write key (analytics.js/v1/<key>/...): a log
-            # line names it instead, as every line of the package does.
-            secrets = {name: getattr(self.settings, name) for name in SECRET_SETTINGS}
-            log.warning(hide_secrets(message, secrets))
+            log.warning(message)
 
 
 def _classic_name(name: str) -> str:

@@ -54,6 +54,7 @@ from .context import RequestFacts, client_ip, request_context
 from .identity import parse_anonymous_id
 from .isotime import parse_iso
 from .jsonable import jsonable
+from .messages import MAX_MESSAGE_BYTES
 from .ratelimit import TokenBuckets
 from .tracker import Tracker, current
 
@@ -74,8 +75,7 @@ __all__ = [
 
 log = logging.getLogger("segment_middleware")
 
-MAX_MESSAGE_BYTES = 32 * 1024  # Segment's limit for one message
-MAX_BATCH_BYTES = 500 * 1024  # Segment's limit for one batch
+MAX_BATCH_BYTES = 500 * 1024  # Segment's limit for one batch a client posts
 SOURCE_BODY_CAP = 16 * 1024 * 1024  # read no more for a webhook; each source has its own limit
 # What the sender adds to a message besides the request's context: messageId, timestamp
 # and the JSON punctuation around them, with room to spare.

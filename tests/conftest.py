@@ -14,6 +14,7 @@ from pathlib import Path
 import hypothesis
 import pytest
 from segment_receiver import SegmentReceiver
+from servers import Server
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -118,3 +119,12 @@ def _keep_ambient_runtime() -> Iterator[None]:
     before = ambient._configured
     yield
     ambient._configured = before
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Server]]:
+    """Servers a test starts (append them): killed at its end, whatever happened."""
+    started: list[Server] = []
+    yield started
+    for server in started:
+        server.kill()

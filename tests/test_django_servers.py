@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -58,13 +57,6 @@ def shop_env(shop_db: Path, receiver: SegmentReceiver, tmp_path: Path) -> dict[s
     }
 
 
-@pytest.fixture
-def stop_at_end() -> Iterator[list[Server]]:
-    servers: list[Server] = []
-    yield servers
-    for server in servers:
-        server.kill()
-
 
 def non_utf8_cookie_is_served(server: Server) -> Visit:
     """Raw 0xFF 0xFE bytes in the Cookie header (http.client sends str as latin-1)."""
@@ -81,10 +73,10 @@ def non_utf8_cookie_is_served(server: Server) -> Visit:
     ],
 )
 def test_gunicorn_delivers_every_page_once_on_sigterm(
-    receiver: SegmentReceiver, shop_env: dict[str, str], stop_at_end: list[Server], worker_args: list[str]
+    receiver: SegmentReceiver, shop_env: dict[str, str], servers: list[Server], worker_args: list[str]
 ) -> None:
     server = gunicorn("shop.wsgi:application", shop_env, *worker_args, chdir=EXAMPLE)
-    stop_at_end.append(server)
+    servers.append(server)
     server.wait_ready()
     paths = [f"/?n={i}" if i % 2 else f"/products/ceramic-mug/?n={i}" for i in range(30)]
     visits = [*drive(server, paths), non_utf8_cookie_is_served(server)]
@@ -99,13 +91,13 @@ def test_gunicorn_delivers_every_page_once_on_sigterm(
 
 
 def test_log_in_and_out_stitch_and_reset_the_visitor_under_gunicorn(
-    receiver: SegmentReceiver, shop_env: dict[str, str], stop_at_end: list[Server]
+    receiver: SegmentReceiver, shop_env: dict[str, str], servers: list[Server]
 ) -> None:
     """Anonymous visits, the sign-in form (CSRF and all), signed-in visits: one anonymousId
     across, and an identify linking it to the user. Then sign-out: a new anonymousId cookie,
     already on the sign-out's own page call without a userId, and on the next visit."""
     server = gunicorn("shop.wsgi:application", shop_env, chdir=EXAMPLE)
-    stop_at_end.append(server)
+    servers.append(server)
     server.wait_ready()
     first = visit(server, "/?n=anon")
     anon = first.anonymous_id
@@ -158,10 +150,10 @@ def test_log_in_and_out_stitch_and_reset_the_visitor_under_gunicorn(
 
 
 def test_uvicorn_async_views_deliver_every_page_once_on_sigterm(
-    receiver: SegmentReceiver, shop_env: dict[str, str], stop_at_end: list[Server]
+    receiver: SegmentReceiver, shop_env: dict[str, str], servers: list[Server]
 ) -> None:
     server = uvicorn("shop.asgi:application", shop_env, app_dir=EXAMPLE)
-    stop_at_end.append(server)
+    servers.append(server)
     server.wait_ready()
     paths = [f"/api/stock/espresso-beans?n={i}" if i % 2 else f"/api/ping?n={i}" for i in range(20)]
     visits = drive(server, paths)

@@ -19,7 +19,6 @@ import pytest
 from helpers import WRITE_KEY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_collect_servers import servers as servers  # a fixture
 from test_collect_servers import start
 
 from segment_middleware.assets import LOCAL_KEY, Assets, asset_route, browser_key

@@ -12,7 +12,6 @@ import http.client
 import signal
 import time
 import urllib.parse
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,13 +35,6 @@ def env(receiver: SegmentReceiver, tmp_path: Path) -> dict[str, str]:
         "TEST_TMP": str(tmp_path),
     }
 
-
-@pytest.fixture
-def servers() -> Iterator[list[Server]]:
-    started: list[Server] = []
-    yield started
-    for server in started:
-        server.kill()
 
 
 def start(servers: list[Server], server: Server) -> Server:

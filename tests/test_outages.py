@@ -15,7 +15,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -75,13 +75,6 @@ def shop_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return db
 
 
-@pytest.fixture
-def server_box() -> Iterator[list[Server]]:
-    servers: list[Server] = []
-    yield servers
-    for server in servers:
-        server.kill()
-
 
 def timed_requests(server: Server, prefix: str, count: int, first: int = 0) -> list[float]:
     latencies = []
@@ -127,7 +120,7 @@ def shop_env(
 
 @pytest.mark.parametrize("row", ROWS, ids=[r.name for r in ROWS])
 def test_outage_row(
-    row: Row, receiver: SegmentReceiver, shop_db: Path, tmp_path: Path, server_box: list[Server]
+    row: Row, receiver: SegmentReceiver, shop_db: Path, tmp_path: Path, servers: list[Server]
 ) -> None:
     store_path = tmp_path / "spool.sqlite3"
     env = shop_env(receiver, shop_db, tmp_path, store_path)
@@ -144,9 +137,9 @@ def test_outage_row(
             "TEST_TMP": str(twin_dir),
         }
         server = gunicorn("shop.wsgi:application", env, "--workers", "1", chdir=EXAMPLE)
-        server_box.append(server)
+        servers.append(server)
         twin = gunicorn("shop.wsgi:application", twin_env, "--workers", "1", chdir=EXAMPLE)
-        server_box.append(twin)
+        servers.append(twin)
         server.wait_ready()
         twin.wait_ready()
         timed_requests(server, "w", 5)  # warm up
@@ -236,7 +229,7 @@ while not os.path.exists(sys.argv[2]) and time.monotonic() < end:
 
 
 def test_a_hanging_endpoint_for_longer_than_the_queue_holds(
-    receiver: SegmentReceiver, shop_db: Path, tmp_path: Path, server_box: list[Server]
+    receiver: SegmentReceiver, shop_db: Path, tmp_path: Path, servers: list[Server]
 ) -> None:
     """SPEC 7 / issue 13: the endpoint accepts and never answers within TIMEOUT while far
     more page calls are made than MAX_QUEUE_SIZE holds. Requests are not slowed, nothing is
@@ -255,7 +248,7 @@ def test_a_hanging_endpoint_for_longer_than_the_queue_holds(
         SEGMENT_MAX_RETRIES="50",  # a hang is retried, not given up on, while it lasts
     )
     server = gunicorn("shop.wsgi:application", env, "--workers", "1", chdir=EXAMPLE)
-    server_box.append(server)
+    servers.append(server)
     server.wait_ready()
     timed_requests(server, "w", 5)
     receiver.wait_for(5, timeout=10)
