@@ -4,8 +4,9 @@
 serve the Django app of ``common`` with sessions and auth (``bare+auth``, ``ours+auth``,
 ``naive+auth``); the two Segment stacks post to receivers of their own, over plain HTTP and
 then over TLS (a self-signed certificate trusted through ``REQUESTS_CA_BUNDLE``). Load comes
-from client *processes* (one GIL each, none shared with a server), a new connection per
-request, as the sync worker closes each one.
+from client *processes* (one GIL each, none shared with a server), or with ``--client ab``
+from ApacheBench (one C process, less of the shared cores), a new connection per request,
+as the sync worker closes each one.
 
 Each of ``--rounds`` rounds gives every stack, in rotated order:
 
@@ -33,7 +34,8 @@ its events. After SIGTERM the receiver must hold exactly one track call per even
 each messageId once, and nothing else (no page call for a request to the mount).
 
 Run: ``python bench/load.py [--rounds 3] [--latency N] [--cpu N] [--transports http,tls]
-[--scenario pages|collect] [--servers sync,gthread,uvicorn] [--batch 20] [--json PATH]``.
+[--scenario pages|collect] [--servers sync,gthread,uvicorn] [--batch 20] [--receiver suite|lean]
+[--client python|ab] [--json PATH]``.
 Nothing leaves 127.0.0.1; see bench/README.md.
 """
 
@@ -42,16 +44,20 @@ from __future__ import annotations
 import argparse
 import array
 import contextlib
+import dataclasses
 import http.client
 import itertools
 import json
 import multiprocessing
+import os
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -183,6 +189,64 @@ class Clients:
                 proc.terminate()
 
 
+@dataclasses.dataclass
+class Load:
+    """One job's answer: p50/p99 of its timed requests (µs), how many were timed, and every
+    request made (pre-roll included), for the delivery check."""
+
+    p50_us: float
+    p99_us: float
+    timed: int
+    made: int
+
+    @classmethod
+    def of(cls, times_ns: Sequence[int], made: int) -> Load:
+        return cls(common.pct(times_ns, 50) / 1000, common.pct(times_ns, 99) / 1000, len(times_ns), made)
+
+
+def python_load(
+    clients: Clients, port: int, n: int, concurrency: int, deadline: float, preroll_s: float
+) -> Load:
+    times, made = clients.run(port, n, concurrency, deadline, preroll_s)
+    return Load.of(times, made)
+
+
+def ab_load(port: int, n: int, concurrency: int, deadline: float, preroll_s: float, workdir: str) -> Load:
+    """The same job with ApacheBench (``ab``, Debian's apache2-utils): one C process, a new
+    connection per request, so the load generator takes far less of the two cores the
+    workers share than Python clients do. The issue's own figures were taken with it.
+    Percentiles come from its ``-e`` table (every whole percent, in ms with decimals)."""
+    url = f"http://127.0.0.1:{port}{TARGET}"
+    headers = [arg for k, v in common.HEADERS.items() for arg in ("-H", f"{k}: {v}")]
+    conc = ["-c", str(concurrency), *headers]
+    made = 0
+    until = time.monotonic() + preroll_s
+    while time.monotonic() < until:  # in counted chunks: ab's -t leaves the count inexact
+        made += _ab(["-n", "200", *conc, url], deadline)
+    table = os.path.join(workdir, "ab-percentiles.csv")
+    done = _ab(["-n", str(n), "-e", table, *conc, url], deadline)
+    ms = [float(line.split(",")[1]) for line in Path(table).read_text().splitlines()[1:]]
+    # The table should rise with the percent; for a small run ab's last rows can fall back
+    # (its p99 row held a p50 at n=40), so each percentile is the highest row up to it.
+    return Load(max(ms[:51]) * 1000, max(ms[:100]) * 1000, done, made + done)
+
+
+def _ab(args: list[str], deadline: float) -> int:
+    """Run ab; the requests it completed. Any failed or non-2xx answer stops the run."""
+    proc = subprocess.run(
+        ["ab", "-q", "-s", "10", *args],
+        capture_output=True,
+        text=True,
+        timeout=max(5.0, deadline - time.monotonic() + 15),
+    )
+    out = proc.stdout
+    complete = re.search(r"Complete requests:\s+(\d+)", out)
+    failed = re.search(r"Failed requests:\s+(\d+)", out)
+    if proc.returncode or not complete or (failed and int(failed.group(1))) or "Non-2xx" in out:
+        raise RuntimeError(f"ab: {proc.returncode}: {out[-600:]} {proc.stderr[-300:]}")
+    return int(complete.group(1))
+
+
 # ---------------------------------------------------------------------- one transport
 def cpu_at_rest(pids: list[int], timeout: float = 5.0) -> float:
     """The workers' CPU once two reads 150 ms apart agree: the worker and its sender have
@@ -208,10 +272,14 @@ def run_transport(transport: str, args: argparse.Namespace, clients: Clients, wo
     deadline = time.monotonic() + args.limit
     drain_timeouts: list[str] = []
 
-    def load(stack: str, n: int, concurrency: int, preroll: float = 0.0) -> list[int]:
-        times, made = clients.run(servers[stack].port, n, concurrency, deadline, preroll)
-        sent[stack] += made
-        return times
+    def load(stack: str, n: int, concurrency: int, preroll: float = 0.0) -> Load:
+        port = servers[stack].port
+        if args.client == "ab":
+            got = ab_load(port, n, concurrency, deadline, preroll, workdir)
+        else:
+            got = python_load(clients, port, n, concurrency, deadline, preroll)
+        sent[stack] += got.made
+        return got
 
     def drain(stack: str) -> None:
         if stack in receivers:
@@ -233,16 +301,16 @@ def run_transport(transport: str, args: argparse.Namespace, clients: Clients, wo
                 lat = load(stack, args.latency, LATENCY_CONCURRENCY, PREROLL_S)
                 drain(stack)
                 before = common.cpu_seconds(workers[stack])
-                cpu_lat = load(stack, args.cpu, CPU_CONCURRENCY)
+                cpu_load = load(stack, args.cpu, CPU_CONCURRENCY)
                 drain(stack)
                 spent = cpu_at_rest(workers[stack]) - before
                 if servers[stack].worker_pids() != workers[stack]:
                     raise RuntimeError(f"gunicorn {stack}: a worker restarted; its CPU counters are lost")
                 rounds[stack].append(
                     {
-                        "p50_us": common.pct(lat, 50) / 1000,
-                        "p99_us": common.pct(lat, 99) / 1000,
-                        "cpu_us": spent / max(1, len(cpu_lat)) * 1e6,
+                        "p50_us": lat.p50_us,
+                        "p99_us": lat.p99_us,
+                        "cpu_us": spent / max(1, cpu_load.timed) * 1e6,
                     }
                 )
             common.log(f"  {transport}: round {r + 1}/{args.rounds} done")
@@ -538,14 +606,23 @@ def main(argv: list[str] | None = None) -> int:
         default="suite",
         help="suite: the test suite's receiver (validates each message); lean: counts only",
     )
+    parser.add_argument(
+        "--client",
+        choices=("python", "ab"),
+        default="python",
+        help="pages: the load generator; ab (ApacheBench, apt-get install apache2-utils) takes less CPU",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write every figure as JSON")
     args = parser.parse_args(argv)
+    if args.client == "ab" and (args.scenario != "pages" or shutil.which("ab") is None):
+        parser.error("--client ab: the pages scenario only, with ab on PATH (Debian: apache2-utils)")
     common.LEAN_RECEIVER = args.receiver == "lean"
     collect = args.scenario == "collect"
     results: dict[str, Any] = {
         "versions": common.versions(),
         "scenario": args.scenario,
         "receiver": args.receiver,
+        "client": args.client,
     }
     results["servers" if collect else "transports"] = {}
     clients = Clients(max(LATENCY_CONCURRENCY, CPU_CONCURRENCY))

@@ -5,6 +5,7 @@ see bench/README.md)."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +55,21 @@ def test_load_delivers_every_page_call_over_http_and_tls(tmp_path: Path, receive
             assert got["types"] == {"page": sent}, (transport, stack, got)
         assert t["drain_timeouts"] == [], transport
         assert all(v["p99_us"] >= v["p50_us"] > 0 for v in t["stacks"].values()), transport
+
+
+@pytest.mark.skipif(shutil.which("ab") is None, reason="ab missing (scripts/bench-deps: apache2-utils)")
+def test_load_with_ab_delivers_every_page_call(tmp_path: Path) -> None:
+    """``--client ab``: ApacheBench makes the requests; its counts feed the same delivery check."""
+    args = ("--client", "ab", "--rounds", "1", "--latency", "40", "--cpu", "40", "--warmup", "20")
+    results = run_bench("load", tmp_path, *args, "--transports", "http", timeout=300)
+    assert results["client"] == "ab"
+    t = results["transports"]["http"]
+    for stack in ("ours+auth", "naive+auth"):
+        sent, got = t["sent"][stack], t["received"][stack]
+        assert sent >= 20 + 40 + 40 + 200, (stack, sent)  # the pre-roll: chunks of 200
+        assert got["messages"] == got["message_ids"] == sent, (stack, got)
+        assert got["types"] == {"page": sent}, (stack, got)
+    assert all(v["p99_us"] >= v["p50_us"] > 0 for v in t["stacks"].values())
 
 
 def test_load_collect_delivers_every_event_once_under_each_server(tmp_path: Path) -> None:

@@ -42,7 +42,6 @@ FRAMEWORKS: dict[str, tuple[str, Start]] = {
 }
 
 
-
 def start(
     framework: str, receiver: SegmentReceiver, tmp_path: Path, servers: list[Server], **extra: str
 ) -> Server:

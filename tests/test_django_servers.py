@@ -57,7 +57,6 @@ def shop_env(shop_db: Path, receiver: SegmentReceiver, tmp_path: Path) -> dict[s
     }
 
 
-
 def non_utf8_cookie_is_served(server: Server) -> Visit:
     """Raw 0xFF 0xFE bytes in the Cookie header (http.client sends str as latin-1)."""
     raw = visit(server, "/?n=raw", {"Cookie": "ajs_anonymous_id=\xff\xfe%FF; x=\x80"})

@@ -36,7 +36,6 @@ def env(receiver: SegmentReceiver, tmp_path: Path) -> dict[str, str]:
     }
 
 
-
 def start(servers: list[Server], server: Server) -> Server:
     servers.append(server)
     server.wait_ready()

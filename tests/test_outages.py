@@ -75,7 +75,6 @@ def shop_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return db
 
 
-
 def timed_requests(server: Server, prefix: str, count: int, first: int = 0) -> list[float]:
     latencies = []
     for i in range(first, first + count):

@@ -283,7 +283,9 @@ def test_cached_derivations_give_what_a_fresh_derivation_gives(
     nothing: a request built from warm caches equals one built after clearing them."""
     item = Queued(None, 1.7e9, facts, name="n", anonymous_id="a", status=status)
     warm = finish(copy.deepcopy(item), s)
-    assert ctx.PARSED_QUERIES or not facts.query  # the warm build went through the cache
+    # The warm build went through the cache, unless the query was empty once scrubbed (a
+    # query of control characters only).
+    assert ctx.PARSED_QUERIES or not ctx.clean_facts(facts).query
     for cached in ctx.CACHES:
         cached.clear()
     cold = finish(copy.deepcopy(item), s)
