@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("segment_middleware")
 
 __all__ = [
+    "KEPT_FIELDS",
     "Blocked",
     "Encoded",
     "Packed",
@@ -36,6 +37,7 @@ __all__ = [
     "encode",
     "finish",
     "iso_timestamp",
+    "kept_fields",
     "page_message",
     "prepare",
     "take",
@@ -129,10 +131,28 @@ def take(queue: deque[Packed], limit: int | None = None) -> list[Packed]:
 
 @dataclasses.dataclass(slots=True)
 class Encoded:
-    """A finished message and its JSON, as the endpoint, the store and the logs need it."""
+    """A finished message's JSON, and the fields of it that the store, the erasure and the
+    logs read (``message``: see :func:`kept_fields`)."""
 
     message: dict[str, Any]
     body: bytes
+
+
+#: What is read of a message once it is encoded: the store's columns, the erasure's rule,
+#: the log lines. Nothing else of it outlives :func:`prepare`.
+KEPT_FIELDS = ("messageId", "type", "event", "name", "userId", "anonymousId", "timestamp")
+
+
+def kept_fields(msg: dict[str, Any]) -> dict[str, Any]:
+    """The fields of ``msg`` that outlive its encoding.
+
+    Why not keep the message itself: a batch waits for its post for milliseconds, and a
+    message's dicts (context, page, properties...) are ten or so objects the cyclic
+    collector tracks. Kept alive across its passes, they are promoted toward the oldest
+    generation, whose full collections stop a Django worker for tens of milliseconds. A
+    dict of strings and numbers is not tracked, and the message's own dicts are freed as
+    soon as it is encoded."""
+    return {key: msg[key] for key in KEPT_FIELDS if key in msg}
 
 
 def page_message(name: str, anonymous_id: str | None, user_id: str | None) -> dict[str, Any]:
@@ -314,5 +334,5 @@ def prepare(items: list[Packed], settings: Settings, ledger: Ledger) -> list[Enc
             )
             ledger.count("failed", 1)
             continue
-        ready.append(Encoded(msg, body))
+        ready.append(Encoded(kept_fields(msg), body))
     return ready

@@ -264,6 +264,32 @@ def test_a_queued_page_call_is_left_to_reference_counting(local_runtime: Runtime
     assert gc.is_tracked(as_object)
 
 
+def test_an_encoded_message_keeps_only_what_is_read_of_it_untracked(store_path: str) -> None:
+    """``prepare`` keeps, of each message, only the fields the store, the erasure and the
+    logs read (``KEPT_FIELDS``), equal to the sent JSON's, in a dict the cyclic collector does
+    not track: a batch waiting for its post holds no message dicts for it to promote."""
+    import gc
+
+    import orjson
+
+    from segment_middleware.ledger import Ledger
+    from segment_middleware.messages import KEPT_FIELDS, Queued, prepare
+
+    settings = Settings.from_sources({"local_store": store_path}, environ={})
+    calls = [
+        Queued.pack(None, 1.7e9, facts(query="utm_source=x"), name="route", anonymous_id="a", user_id="7"),
+        Queued.pack({"type": "track", "event": "E", "userId": "u", "properties": {"n": [1]}}, 1.7e9, facts()),
+        Queued.pack({"type": "identify", "anonymousId": "v", "traits": {"t": {"x": 1}}}, 1.7e9, None),
+    ]
+    ready = prepare(calls, settings, Ledger())
+    assert len(ready) == 3
+    for encoded in ready:
+        sent = orjson.loads(encoded.body)
+        assert encoded.message == {key: sent[key] for key in KEPT_FIELDS if key in sent}
+        assert {"messageId", "type", "timestamp"} <= set(encoded.message)
+        assert not gc.is_tracked(encoded.message)
+
+
 def test_a_malformed_queue_item_is_counted_failed_not_raised(store_path: str) -> None:
     """``prepare`` unpacks inside its guard: what is not a packed call costs that one
     message (counted, logged), never the batch or the sender."""
