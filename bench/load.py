@@ -204,13 +204,6 @@ class Load:
         return cls(common.pct(times_ns, 50) / 1000, common.pct(times_ns, 99) / 1000, len(times_ns), made)
 
 
-def python_load(
-    clients: Clients, port: int, n: int, concurrency: int, deadline: float, preroll_s: float
-) -> Load:
-    times, made = clients.run(port, n, concurrency, deadline, preroll_s)
-    return Load.of(times, made)
-
-
 def ab_load(port: int, n: int, concurrency: int, deadline: float, preroll_s: float, workdir: str) -> Load:
     """The same job with ApacheBench (``ab``, Debian's apache2-utils): one C process, a new
     connection per request, so the load generator takes far less of the two cores the
@@ -277,7 +270,7 @@ def run_transport(transport: str, args: argparse.Namespace, clients: Clients, wo
         if args.client == "ab":
             got = ab_load(port, n, concurrency, deadline, preroll, workdir)
         else:
-            got = python_load(clients, port, n, concurrency, deadline, preroll)
+            got = Load.of(*clients.run(port, n, concurrency, deadline, preroll))
         sent[stack] += got.made
         return got
 
@@ -604,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
         "--receiver",
         choices=("suite", "lean"),
         default="suite",
-        help="suite: the test suite's receiver (validates each message); lean: counts only",
+        help="suite: the test suite's receiver (validates each message); lean: parses between timed phases",
     )
     parser.add_argument(
         "--client",

@@ -14,11 +14,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import segment_middleware
+import pytest
+
+# Every adapter's framework, or the importing test module skips; Django set up once, here.
+pytest.importorskip("django")
+pytest.importorskip("flask")
+pytest.importorskip("flask_login")
+pytest.importorskip("httpx")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "djapp.settings")
+
+import django
+
+django.setup()
+
+import segment_middleware  # noqa: E402
 
 
 @dataclass

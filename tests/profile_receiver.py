@@ -24,9 +24,11 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from loopback import LoopbackServer
 
 __all__ = ["ProfileReceiver", "Seen"]
 
@@ -39,7 +41,7 @@ class Seen:
     status: int
 
 
-class ProfileReceiver:
+class ProfileReceiver(LoopbackServer):
     """``with ProfileReceiver("space", "token") as api: ... api.url ...``"""
 
     def __init__(self, space_id: str, token: str) -> None:
@@ -52,24 +54,7 @@ class ProfileReceiver:
         self.body: bytes | None = None  # when set: every answer is 200 with this body, as is
         self._faults: list[int] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), name="profiles", daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def __enter__(self) -> ProfileReceiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(self._handler(), "profiles")
 
     def fail_next(self, times: int, status: int = 500) -> None:
         with self._lock:

@@ -20,9 +20,11 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from loopback import LoopbackServer
 
 __all__ = ["PublicAPIReceiver", "Seen"]
 
@@ -42,7 +44,7 @@ class Seen:
     at: float
 
 
-class PublicAPIReceiver:
+class PublicAPIReceiver(LoopbackServer):
     """``with PublicAPIReceiver("token") as api: ... api.url ...``"""
 
     def __init__(self, token: str) -> None:
@@ -52,22 +54,7 @@ class PublicAPIReceiver:
         self._faults: list[tuple[int, str | None]] = []  # (status, Retry-After) for the next answers
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="public-api", daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def __enter__(self) -> PublicAPIReceiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(self._handler(), "public-api")
 
     # ------------------------------------------------------------------ test controls
     def fail_next(self, times: int, status: int = 429, retry_after: str | None = None) -> None:

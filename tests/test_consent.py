@@ -11,7 +11,6 @@ from __future__ import annotations
 import gc
 import itertools
 import json
-import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -349,16 +348,7 @@ def test_readers_take_unknown_request_shapes_as_no_cookie() -> None:
 
 
 # ---------------------------------------------------------------------- every adapter
-pytest.importorskip("django")
-pytest.importorskip("flask")
-pytest.importorskip("flask_login")
-pytest.importorskip("httpx")
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "djapp.settings")
-
-import django  # noqa: E402
-
-django.setup()
-
+# (adapters skips this module without their frameworks, and sets Django up)
 from adapters import ADAPTERS, running, settle  # noqa: E402
 from helpers import WRITE_KEY  # noqa: E402
 from segment_receiver import SegmentReceiver  # noqa: E402

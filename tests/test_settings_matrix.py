@@ -10,31 +10,19 @@ receiver cannot pass for a slow one.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import matrix_hooks
 import pytest
+from adapters import ADAPTERS, App, running, settle  # importing it sets Django up
+from django.core.management import call_command
+from helpers import WRITE_KEY, stored
+from segment_receiver import SegmentReceiver
 
-pytest.importorskip("django")
-pytest.importorskip("flask")
-pytest.importorskip("flask_login")
-pytest.importorskip("httpx")
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "djapp.settings")
-
-import django
-
-django.setup()
-
-import matrix_hooks  # noqa: E402
-from adapters import ADAPTERS, App, running, settle  # noqa: E402
-from django.core.management import call_command  # noqa: E402
-from helpers import WRITE_KEY, stored  # noqa: E402
-from segment_receiver import SegmentReceiver  # noqa: E402
-
-import segment_middleware  # noqa: E402
+import segment_middleware
 
 call_command("migrate", run_syncdb=True, verbosity=0)
 
