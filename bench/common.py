@@ -618,6 +618,10 @@ def _configure_from_env() -> None:
     if stack == "collect":
         segment.update(COLLECT_SEGMENT)
     configure_django(segment, naive_host=host, middleware=STACKS[stack], collect=stack == "collect")
+    import segment_middleware
+
+    # The server's log says which package it runs (load.py --before checks it).
+    print(f"{PACKAGE_LINE}{Path(segment_middleware.__file__).parent.parent}", file=sys.stderr, flush=True)
 
 
 def wsgi_app() -> Any:
@@ -758,6 +762,18 @@ class NaiveSegmentMiddleware:
 
 
 # ---------------------------------------------------------------------- gunicorn and uvicorn
+PACKAGE_LINE = "bench: segment_middleware from "
+
+
+def check_package_from(server: Gunicorn, path: str) -> None:
+    """RuntimeError unless every worker of ``server`` that has said so imported the package
+    from under ``path`` (a stale install earlier on the path would measure the wrong code)."""
+    lines = [line for line in Path(server.log_path).read_text().splitlines() if line.startswith(PACKAGE_LINE)]
+    found = {line[len(PACKAGE_LINE) :] for line in lines}
+    if not lines or found != {str(Path(path))}:
+        raise RuntimeError(f"{server.stack}: the package came from {sorted(found)}, not {path}")
+
+
 @dataclass
 class Gunicorn:
     """gunicorn serving ``app`` (``common:wsgi_app()``: the Django app) with one stack;
@@ -771,12 +787,17 @@ class Gunicorn:
     worker_class: str = "sync"
     threads: int = 1
     app: str = "common:wsgi_app()"
+    #: First on the workers' path (gunicorn puts its working directory, the checkout, ahead
+    #: of PYTHONPATH): ``load.py --before``'s older package.
+    pythonpath: str | None = None
 
     def _argv(self) -> list[str]:
         argv = [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers)]
         argv += ["--worker-class", self.worker_class, "--graceful-timeout", "20", "--log-level", "warning"]
         if self.worker_class == "gthread":
             argv += ["--threads", str(self.threads)]
+        if self.pythonpath:
+            argv += ["--pythonpath", self.pythonpath]
         return [*argv, "--chdir", str(HERE), self.app]
 
     def __post_init__(self) -> None:

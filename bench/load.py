@@ -19,7 +19,9 @@ Each of ``--rounds`` rounds gives every stack, in rotated order:
 
 Reported per transport: the medians over rounds of p50, p99 and CPU per request, ours and
 naive against bare. After SIGTERM each receiver must hold exactly one page call per tracked
-request (warm-up and pre-roll included).
+request (warm-up and pre-roll included). ``--before REV`` adds a fourth stack,
+``before+auth``: the same app and settings as ours, with the package as it was at git
+revision ``REV`` (``git archive``), so a change is reported before and after in one run.
 
 **collect**: the first-party analytics.js endpoint against the same app's empty JSON view.
 For each of ``--servers`` (gunicorn ``sync`` and ``gthread`` serving the Django app's
@@ -35,7 +37,7 @@ each messageId once, and nothing else (no page call for a request to the mount).
 
 Run: ``python bench/load.py [--rounds 3] [--latency N] [--cpu N] [--transports http,tls]
 [--scenario pages|collect] [--servers sync,gthread,uvicorn] [--batch 20] [--receiver suite|lean]
-[--client python|ab] [--json PATH]``.
+[--client python|ab] [--before REV] [--json PATH]``.
 Nothing leaves 127.0.0.1; see bench/README.md.
 """
 
@@ -46,6 +48,7 @@ import array
 import contextlib
 import dataclasses
 import http.client
+import io
 import itertools
 import json
 import multiprocessing
@@ -54,6 +57,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import uuid
@@ -66,7 +70,9 @@ import common
 
 STACKS = ("bare+auth", "ours+auth", "naive+auth")
 SENDING = ("ours+auth", "naive+auth")
-SHORT = {"bare+auth": "bare", "ours+auth": "ours", "naive+auth": "naive"}
+SHORT = {"bare+auth": "bare", "ours+auth": "ours", "naive+auth": "naive", "before+auth": "before"}
+#: ``--before``: ours, with the package of another revision first on the workers' path.
+BEFORE = "before+auth"
 LATENCY_CONCURRENCY, CPU_CONCURRENCY = 2, 4
 #: Longer than the package's default FLUSH_INTERVAL (0.5 s): a sender's burst falls inside.
 PREROLL_S = 0.7
@@ -255,13 +261,38 @@ def cpu_at_rest(pids: list[int], timeout: float = 5.0) -> float:
     return prev
 
 
+def package_at(rev: str, workdir: str) -> tuple[str, str]:
+    """The package as it was at git revision ``rev``, extracted under ``workdir``: (the
+    directory to put first on a worker's path, the full commit id)."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{rev}^{{commit}}"],
+        cwd=common.ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", commit, "segment_middleware"],
+        cwd=common.ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
+    target = os.path.join(workdir, f"before-{commit[:12]}")
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(target, filter="data")
+    return target, commit
+
+
 def run_transport(transport: str, args: argparse.Namespace, clients: Clients, workdir: str) -> dict[str, Any]:
-    """bare / ours / naive under gunicorn, posting over ``transport``; figures per round."""
+    """bare / ours / naive (and ``--before``'s stack) under gunicorn, posting over
+    ``transport``; figures per round."""
     tls = common.make_cert(workdir) if transport == "tls" else None
     env = {"REQUESTS_CA_BUNDLE": tls[0], "CURL_CA_BUNDLE": ""} if tls else {}
-    receivers = {s: common.Receiver(tls=tls) for s in SENDING}
+    stacks_run = STACKS + ((BEFORE,) if args.before_path else ())
+    sending = SENDING + ((BEFORE,) if args.before_path else ())
+    receivers = {s: common.Receiver(tls=tls) for s in sending}
     servers: dict[str, common.Gunicorn] = {}
-    sent = dict.fromkeys(STACKS, 0)
+    sent = dict.fromkeys(stacks_run, 0)
     deadline = time.monotonic() + args.limit
     drain_timeouts: list[str] = []
 
@@ -280,17 +311,25 @@ def run_transport(transport: str, args: argparse.Namespace, clients: Clients, wo
             if got < sent[stack]:
                 drain_timeouts.append(f"{stack}: {got}/{sent[stack]}")
 
-    rounds: dict[str, list[dict[str, float]]] = {s: [] for s in STACKS}
+    rounds: dict[str, list[dict[str, float]]] = {s: [] for s in stacks_run}
     try:
-        for stack in STACKS:
+        for stack in stacks_run:
             rx = receivers.get(stack)
-            servers[stack] = common.Gunicorn(stack, rx.url if rx else None, workdir, env=env)
+            if stack == BEFORE:  # ours' app and settings, the older package first on the path
+                servers[stack] = common.Gunicorn(
+                    "ours+auth", rx.url if rx else None, workdir, env=env, pythonpath=args.before_path
+                )
+            else:
+                servers[stack] = common.Gunicorn(stack, rx.url if rx else None, workdir, env=env)
         workers = {s: server.wait_ready() for s, server in servers.items()}
-        for stack in STACKS:
+        if args.before_path:
+            common.check_package_from(servers[BEFORE], args.before_path)
+        for stack in stacks_run:
             load(stack, args.warmup, CPU_CONCURRENCY)
             drain(stack)
         for r in range(args.rounds):
-            for stack in STACKS[r % 3 :] + STACKS[: r % 3]:
+            turn = r % len(stacks_run)
+            for stack in stacks_run[turn:] + stacks_run[:turn]:
                 lat = load(stack, args.latency, LATENCY_CONCURRENCY, PREROLL_S)
                 drain(stack)
                 before = common.cpu_seconds(workers[stack])
@@ -314,19 +353,20 @@ def run_transport(transport: str, args: argparse.Namespace, clients: Clients, wo
         for rx in receivers.values():
             rx.stop()
     stacks: dict[str, dict[str, Any]] = {
-        s: {k: common.median(x[k] for x in rounds[s]) for k in ("p50_us", "p99_us", "cpu_us")} for s in STACKS
+        s: {k: common.median(x[k] for x in rounds[s]) for k in ("p50_us", "p99_us", "cpu_us")}
+        for s in stacks_run
     }
     bare = stacks["bare+auth"]
-    for s in SENDING:
+    for s in sending:
         stacks[s]["p99_ratio"] = stacks[s]["p99_us"] / bare["p99_us"]
         # None: the bare stack's CPU was below a clock tick (a tiny run), no ratio to give
         stacks[s]["cpu_added"] = stacks[s]["cpu_us"] / bare["cpu_us"] - 1 if bare["cpu_us"] else None
     return {
         "stacks": stacks,
         "rounds": rounds,
-        "sent": {s: sent[s] for s in SENDING},
+        "sent": {s: sent[s] for s in sending},
         "received": received,
-        "delivered_ok": {s: common.one_page_per_request(received[s], sent[s]) for s in SENDING},
+        "delivered_ok": {s: common.one_page_per_request(received[s], sent[s]) for s in sending},
         "drain_timeouts": drain_timeouts,
     }
 
@@ -342,7 +382,7 @@ def report(results: dict[str, Any]) -> bool:
         rows = []
         for s, v in t["stacks"].items():
             added = "n/a" if v.get("cpu_added") is None else f"{v['cpu_added'] * 100:+.1f} %"
-            extra = (f"{v['p99_ratio']:.2f}x", added) if s in SENDING else ("", "")
+            extra = (f"{v['p99_ratio']:.2f}x", added) if s in t["sent"] else ("", "")
             per_round = " ".join(f"{x['p99_us']:.0f}" for x in t["rounds"][s])
             rows.append((SHORT[s], v["p50_us"], v["p99_us"], v["cpu_us"], *extra, per_round))
         print(
@@ -350,7 +390,7 @@ def report(results: dict[str, Any]) -> bool:
                 ("stack", "p50 µs", "p99 µs", "cpu µs/req", "p99/bare", "cpu vs bare", "p99 per round"), rows
             )
         )
-        for s in SENDING:
+        for s in t["sent"]:
             got = t["received"][s]
             verdict = "ok" if t["delivered_ok"][s] else "MISMATCH"
             print(
@@ -605,8 +645,15 @@ def main(argv: list[str] | None = None) -> int:
         default="python",
         help="pages: the load generator; ab (ApacheBench, apt-get install apache2-utils) takes less CPU",
     )
+    parser.add_argument(
+        "--before",
+        metavar="REV",
+        help="pages: also run ours with the package of git revision REV (before and after, in one run)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write every figure as JSON")
     args = parser.parse_args(argv)
+    if args.before and args.scenario != "pages":
+        parser.error("--before: the pages scenario only")
     if args.client == "ab" and (args.scenario != "pages" or shutil.which("ab") is None):
         parser.error("--client ab: the pages scenario only, with ab on PATH (Debian: apache2-utils)")
     common.LEAN_RECEIVER = args.receiver == "lean"
@@ -620,7 +667,10 @@ def main(argv: list[str] | None = None) -> int:
     results["servers" if collect else "transports"] = {}
     clients = Clients(max(LATENCY_CONCURRENCY, CPU_CONCURRENCY))
     workdir = tempfile.mkdtemp(prefix="segment-bench-load-")
+    args.before_path = None
     try:
+        if args.before:
+            args.before_path, results["before"] = package_at(args.before, workdir)
         if collect:
             for kind in args.servers.split(","):
                 common.log(f"load: collect under {kind} ...")
@@ -636,6 +686,8 @@ def main(argv: list[str] | None = None) -> int:
         clients.close()
     shutil.rmtree(workdir, ignore_errors=True)
     ok = report_collect(results) if collect else report(results)
+    if "before" in results:
+        print(f"before: the package at {results['before']}")
     print(f"({results['versions']})")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -72,6 +72,21 @@ def test_load_with_ab_delivers_every_page_call(tmp_path: Path) -> None:
     assert all(v["p99_us"] >= v["p50_us"] > 0 for v in t["stacks"].values())
 
 
+@pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="needs git history")
+def test_load_before_runs_the_package_of_a_revision_beside_ours(tmp_path: Path) -> None:
+    """``--before REV``: a fourth stack runs ours' app with the package of REV (the script
+    exits 1 when its workers imported it from anywhere else), and its page calls arrive."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+    args = ("--before", "HEAD", "--rounds", "1", "--latency", "30", "--cpu", "30", "--warmup", "10")
+    results = run_bench("load", tmp_path, *args, "--transports", "http", timeout=300)
+    assert results["before"] == head.stdout.strip()
+    t = results["transports"]["http"]
+    assert set(t["stacks"]) == {"bare+auth", "ours+auth", "naive+auth", "before+auth"}
+    sent, got = t["sent"]["before+auth"], t["received"]["before+auth"]
+    assert sent >= 10 + 30 + 30 and t["delivered_ok"]["before+auth"], (sent, got)
+    assert got["messages"] == got["message_ids"] == sent
+
+
 def test_load_collect_delivers_every_event_once_under_each_server(tmp_path: Path) -> None:
     servers = ("sync", "gthread", "uvicorn", "uvicorn-django")
     args = ("--scenario", "collect", "--rounds", "1", "--cpu", "40", "--warmup", "10", "--batch", "5")
