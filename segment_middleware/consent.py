@@ -5,7 +5,7 @@ consent cookies that consent managers write.
 sent as ``context.consent.categoryPreferences``, as Segment's Consent Management expects.
 ``EVENT_CATEGORIES`` (event name or glob -> category) and ``PAGE_CATEGORY`` say which
 category a message belongs to. The decision (``categories.Categories.refuses``) is made
-on the sender thread, in ``messages.finish``: the one place every message passes (a tracker's calls, a
+when the message is built, in ``messages.finish``: the one place every message passes (a tracker's calls, a
 request's automatic page call, a background job's calls, the collection routes' events),
 before ``BEFORE_SEND`` sees it. A refused message is not sent and is counted
 ``stats()["blocked"]``.

@@ -1,9 +1,10 @@
 """Request facts, and the Segment ``context`` and page properties derived from them.
 
 Adapters copy a handful of raw strings out of their request into :class:`RequestFacts`
-(a few dict lookups). Everything that costs anything - URL assembly, query parsing and
-redaction, campaign, locale, proxy-aware IP - happens on the sender thread, when the
-message is built, so a request pays for none of it.
+(a few dict lookups). Everything else - URL assembly, query parsing and redaction,
+campaign, locale, proxy-aware IP - happens once, when the message is built
+(``messages.prepare``: as it is queued, or on the sender thread; see
+``Settings.builds_when_queued``), with what recurs across requests cached.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 What the official SDK's ``Client`` lacks, and why this module exists:
 
 - its ``page()`` does tens of microseconds of work on the caller's thread and serializes
-  each message three times; here the request path only appends to a deque, and a sender
-  thread builds each message and encodes it once (``messages``);
+  each message three times; here each message is built and encoded once (``messages``:
+  as it is queued, or by a sender thread when the app's hooks take part) and the request
+  path appends to a deque, never waiting on I/O;
 - it is not fork-safe; here every process gets its own queue, threads and connections;
 - its exit hook does not drain the queue and ``flush()`` has no bound; here exit flushes
   within ``SHUTDOWN_TIMEOUT`` and spools the rest;
@@ -36,7 +37,7 @@ from . import lifecycle, pipelines, taps
 from .disk import Disk
 from .ledger import STAT_KEYS, Ledger
 from .logs import announce, hide_in_logs
-from .messages import Encoded, Packed, Queued, prepare, take
+from .messages import Encoded, Packed, Queued, QueueItem, prepare, take
 from .sender import Sender, Signals
 
 if TYPE_CHECKING:
@@ -72,12 +73,12 @@ class Delivery:
         """Fresh parts: at construction and in a forked child (whose inherited queue the
         parent is already sending; see :meth:`_fresh`)."""
         s = self.settings
-        self.queue: collections.deque[Packed] = collections.deque()  # Queued.pack()
+        self.queue: collections.deque[QueueItem] = collections.deque()
         # Re-entrant: an exit-signal handler may flush on a thread interrupted inside put().
         self._lock = threading.RLock()
         self.ledger = Ledger()
         self.signals = Signals()
-        self.build: Callable[[list[Packed]], list[Encoded]] = functools.partial(
+        self.build: Callable[[list[QueueItem]], list[Encoded]] = functools.partial(
             prepare, settings=s, ledger=self.ledger
         )
         self.disk = Disk(s, self.ledger, self.build, self.signals.abort, self.more_senders)
@@ -88,6 +89,7 @@ class Delivery:
         # A backlog this long while every sender waits on the endpoint starts another.
         self._more_at = max(self._wake_at, s.max_queue_size // 4)
         self._overflows = s.spool or s.uses_store  # past MAX_QUEUE_SIZE: to disk, not away
+        self._build_now = s.builds_when_queued
 
     @property
     def shutdown_timeout(self) -> float:
@@ -106,8 +108,9 @@ class Delivery:
                     announce(self.settings)  # a forked worker says it too, with its own pid
 
     def put(self, item: Packed) -> None:
-        """Queue a message. Never raises; never waits on I/O, unless the disk writer is a
-        whole handoff behind an overflow (see :meth:`Disk.add`)."""
+        """Queue a message (built first when ``Settings.builds_when_queued``). Never raises;
+        never waits on I/O, unless the disk writer is a whole handoff behind an overflow (see
+        :meth:`Disk.add`)."""
         sink = taps.capture_sink
         if sink is not None:
             self._hand_to_capture(item, sink)
@@ -119,17 +122,23 @@ class Delivery:
         if self._generation != lifecycle.generation:  # _fresh's own test, inline: put runs per request
             self._fresh()
         self.ledger.queued()
+        queued: QueueItem = item
+        if self._build_now:  # Settings.builds_when_queued: the sender is left with the posts
+            built = self.build([item])
+            if not built:
+                return  # dropped, blocked or failed: settled and counted by the build
+            queued = built[0]
         q = self.queue
         with self._lock:
             if len(q) < self._max:
-                q.append(item)
+                q.append(queued)
                 full = False
             else:
                 full = True
         if full:
             if not self._overflows:
                 self.ledger.dropped(1, "queue full (MAX_QUEUE_SIZE) and SPOOL is off")
-            elif not self.disk.add(item):
+            elif not self.disk.add(queued):
                 self.ledger.dropped(1, "queue full, spool writer behind, on an event loop")
             return
         n = len(q)

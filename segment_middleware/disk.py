@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from .erasure import without_erased
 from .ledger import Ledger
 from .logs import Burst
-from .messages import Encoded, Packed, take
+from .messages import Encoded, QueueItem, take
 from .replay import ReplayResult
 from .store import DEFERRED, LOCAL, SPOOL, Store
 
@@ -51,7 +51,7 @@ WRITE_AT_MOST = 256
 RETAIN_EVERY = 3600.0  # seconds between two LOCAL_STORE_RETENTION_DAYS passes of one process
 DEFER_LOG = "segment: deferred %d message(s) to %s (queue full: MAX_QUEUE_SIZE); the sender sends them"
 
-Build = Callable[[list[Packed]], list[Encoded]]
+Build = Callable[[list[QueueItem]], list[Encoded]]
 
 
 def _on_event_loop() -> bool:
@@ -81,7 +81,7 @@ class Disk:
         self.on_full = on_full
         self.store = Store(settings.local_store)
         self.limit = max(settings.flush_at * 10, settings.max_queue_size // 10)
-        self.handoff: collections.deque[Packed] = collections.deque()
+        self.handoff: collections.deque[QueueItem] = collections.deque()
         self.held = 0  # deferred rows this process holds (claimed) on disk: its sender's to send
         self.burst = Burst(logging.WARNING, DEFER_LOG)
         self._wake = threading.Event()
@@ -128,7 +128,7 @@ class Disk:
         self.bound(batch)
 
     # ------------------------------------------------------------------ the overflow
-    def add(self, item: Packed) -> bool:
+    def add(self, item: QueueItem) -> bool:
         """Take a message the full queue could not (request path); False only when the
         handoff is full and the caller is an event loop.
 
@@ -192,7 +192,7 @@ class Disk:
             self._thread = threading.current_thread()
             return False
 
-    def write(self, items: list[Packed]) -> None:
+    def write(self, items: list[QueueItem]) -> None:
         """Store a burst: deferred rows with a write key, the local store without one."""
         if not items:
             return

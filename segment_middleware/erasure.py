@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .isotime import parse_iso
-from .messages import Encoded, Packed, Queued
+from .messages import Encoded, Queued, QueueItem
 
 __all__ = ["Subjects", "remember", "reset", "without_erased"]
 
@@ -58,17 +58,21 @@ class Subjects:
             return str(user_id) in self.user_ids
         return anonymous_id is not None and str(anonymous_id) in self.anonymous_ids
 
-    def link_queued(self, items: Iterable[Packed]) -> None:
+    def link_queued(self, items: Iterable[QueueItem]) -> None:
         for item in items:
             self.link(*_ids(item))
 
-    def covers_queued(self, item: Packed) -> bool:
+    def covers_queued(self, item: QueueItem) -> bool:
         return self.covers(*_ids(item))
 
 
-def _ids(packed: Packed) -> tuple[Any, Any, Any]:
-    """(userId, anonymousId, previousId) of a queued call: a tracker call's message holds
-    them; a request's page call keeps its ids beside its facts."""
+def _ids(packed: QueueItem) -> tuple[Any, Any, Any]:
+    """(userId, anonymousId, previousId) of a queued call: a built message keeps them among
+    its kept fields, a tracker call's message holds them, a request's page call keeps its
+    ids beside its facts."""
+    if isinstance(packed, Encoded):
+        kept = packed.message
+        return kept.get("userId"), kept.get("anonymousId"), kept.get("previousId")
     item = Queued.unpack(packed)
     if item.message is None:
         return item.user_id, item.anonymous_id, None

@@ -1,9 +1,12 @@
-"""One message path: a queued call becomes its wire message on the sender thread.
+"""One message path: a call becomes its wire message once, in :func:`prepare`.
 
-The request path queues a :class:`Queued`: the call's own members and the raw facts of
-its request. The sender builds the whole message as a dict (:func:`finish`: context,
+A call starts as a :class:`Queued`: the call's own members and the raw facts of its
+request. :func:`prepare` builds the whole message as a dict (:func:`finish`: context,
 page properties, integrations, timestamp, messageId), runs BEFORE_SEND on it, and
-encodes it once (:func:`encode`).
+encodes it once (:func:`encode`). Where that happens is the settings' choice
+(``Settings.builds_when_queued``): on the calling thread as the call is queued, unless
+the app's own code (BEFORE_SEND, a SUPPRESSED_USERS callable) or a tracking plan's check
+takes part, which the sender thread runs.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import json
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
@@ -33,6 +36,7 @@ __all__ = [
     "Blocked",
     "Encoded",
     "Packed",
+    "QueueItem",
     "Queued",
     "encode",
     "finish",
@@ -116,11 +120,13 @@ class Queued:
 
 Packed = tuple[Any, ...]  # a Queued as the queue holds it (Queued.pack, Queued.unpack)
 
+_T = TypeVar("_T")
 
-def take(queue: deque[Packed], limit: int | None = None) -> list[Packed]:
+
+def take(queue: deque[_T], limit: int | None = None) -> list[_T]:
     """Up to ``limit`` (None: all) items from the left of a deque that request threads
     append to. Each pop is tried, not counted first: another taker may empty it between."""
-    items: list[Packed] = []
+    items: list[_T] = []
     while limit is None or len(items) < limit:
         try:
             items.append(queue.popleft())
@@ -138,9 +144,13 @@ class Encoded:
     body: bytes
 
 
-#: What is read of a message once it is encoded: the store's columns, the erasure's rule,
-#: the log lines. Nothing else of it outlives :func:`prepare`.
-KEPT_FIELDS = ("messageId", "type", "event", "name", "userId", "anonymousId", "timestamp")
+#: What is read of a message once it is encoded: the store's columns, the erasure's rule
+#: (an alias's previousId included), the log lines. Nothing else of it outlives :func:`prepare`.
+KEPT_FIELDS = ("messageId", "type", "event", "name", "userId", "anonymousId", "previousId", "timestamp")
+
+#: What a pipeline's queue (and its overflow handoff) holds: a call still to be built, or one
+#: built as it was queued (``Settings.builds_when_queued``).
+QueueItem = Packed | Encoded
 
 
 def kept_fields(msg: dict[str, Any]) -> dict[str, Any]:
@@ -298,15 +308,16 @@ def iso_timestamp(ts: float) -> str:
     return cached[1] + _MILLIS[int((ts - whole) * 1000)]
 
 
-def prepare(items: list[Packed], settings: Settings, ledger: Ledger) -> list[Encoded]:
-    """Finish and encode each queued call once; what cannot go is settled in ``ledger``
-    here (a BEFORE_SEND that dropped it, a plan that blocks it, a message that cannot be
-    built or is over 32 KB), each logged without its contents."""
+def prepare(items: list[QueueItem], settings: Settings, ledger: Ledger) -> list[Encoded]:
+    """Finish and encode each queued call once (one already built when it was queued is
+    taken as it is); what cannot go is settled in ``ledger`` here (a BEFORE_SEND that
+    dropped it, a plan that blocks it, a message that cannot be built or is over 32 KB),
+    each logged without its contents."""
     ready: list[Encoded] = []
-    # No time.sleep(0) between messages to "let request threads in": on a busy process
-    # each one forces a GIL hand-back, which costs requests more than the time a batch
-    # holds the GIL (bench/README.md).
     for packed in items:
+        if isinstance(packed, Encoded):
+            ready.append(packed)
+            continue
         item: Queued | None = None
         try:
             item = Queued.unpack(packed)

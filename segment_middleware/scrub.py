@@ -3,9 +3,9 @@
 Everything a request hands us (headers, path, query string) is chosen by whoever sent it.
 Copied as is, a 40 KB ``User-Agent`` pushes the page call over Segment's 32 KB limit (the
 call is then dropped), and a CR/LF or NUL in a header travels into every warehouse and log
-that reads the event. So, on the sender thread when a message is built (a request pays
-nothing for it), every visitor-chosen fact is cut to a byte budget and stripped of control
-characters (C0, DEL, C1) and lone surrogates (which UTF-8 cannot carry).
+that reads the event. So, when a message is built, every visitor-chosen fact is cut to a
+byte budget and stripped of control characters (C0, DEL, C1) and lone surrogates (which
+UTF-8 cannot carry); the usual short printable ASCII value costs two C-speed checks.
 
 The budgets are in UTF-8 bytes and chosen so that a page call whose every fact is at its
 cap, with every byte escaped by JSON, still fits in 32 KB (``tests/test_scrub.py`` holds

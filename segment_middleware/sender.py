@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .disk import Build, Disk
 from .ledger import Ledger
-from .messages import Encoded, Packed, take
+from .messages import Encoded, QueueItem, take
 from .replay import ReplayResult, replay
 from .store import DEFERRED, SPOOL
 
@@ -80,7 +80,7 @@ class Sender:
     def __init__(
         self,
         settings: Settings,
-        queue: collections.deque[Packed],
+        queue: collections.deque[QueueItem],
         signals: Signals,
         disk: Disk,
         ledger: Ledger,
@@ -164,7 +164,7 @@ class Sender:
         return self.disk.held > 0 and not self.signals.abort.is_set()
 
     # ------------------------------------------------------------------ batches
-    def send_batch(self, items: list[Packed]) -> None:
+    def send_batch(self, items: list[QueueItem]) -> None:
         ready = self.build(items)
         if sum([len(encoded.body) for encoded in ready]) + len(ready) <= MAX_BATCH_BYTES:
             if ready:

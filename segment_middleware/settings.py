@@ -601,8 +601,8 @@ class Settings:
     suppressed_users: Callable[[str], bool] | AbstractSet[str] | None = _setting("E045", _user_ids, None)
     """A set of userIds (read at each message: ids added later count) or a callable ``user_id -> bool`` (or
     its dotted path): messages with such a userId are never sent nor stored, counted in
-    ``stats()["blocked"]``; checked on the sender thread, before ``BEFORE_SEND`` and again on what it returns;
-    a callable that raises blocks the message."""
+    ``stats()["blocked"]``; checked as the message is built (a callable: on the sender thread), before
+    ``BEFORE_SEND`` and again on what it returns; a callable that raises blocks the message."""
     local_store_retention_days: float | None = _setting("E046", _days, None)
     """Rows of the local store (local events, the spool, rows already sent) older than this many days are
     deleted (``None``: kept), checked when the store is written to and at most hourly; rows a process is
@@ -739,6 +739,21 @@ class Settings:
         if value is None or callable(value):
             return value
         return value.__contains__
+
+    @functools.cached_property
+    def builds_when_queued(self) -> bool:
+        """Messages are built and encoded on the calling thread as they are queued, unless
+        building one runs the app's code (BEFORE_SEND, a SUPPRESSED_USERS callable) or checks
+        the tracking plan (PLAN_VIOLATIONS "warn" or "drop"): those stay on the sender thread,
+        so that a slow hook or schema never slows a request.
+
+        Why not always on the sender: a sender that builds a burst of a few hundred messages
+        holds the GIL for milliseconds, and every request of its worker that wants the GIL
+        back meanwhile waits (bench/README.md: this is most of the tail the package adds).
+        Built where it is queued, a page call costs its request a few microseconds, and the
+        sender is left with the posts."""
+        plan_checked = self.tracking_plan is not None and self.plan_violations != "raise"
+        return not (self.before_send or callable(self.suppressed_users) or plan_checked)
 
     @functools.cached_property
     def consent_categories(self) -> Categories | None:

@@ -1,8 +1,9 @@
 """The tracker views call: ``request.segment`` / ``current()`` / ``tracker()``.
 
 A call validates and copies its arguments right away (so misuse raises in the view that
-made it) and hands a half-built message to the delivery queue; the request context,
-messageId and timestamp string are filled in later on the sender thread.
+made it) and hands a half-built message to the delivery queue, which builds it whole (the
+request context, messageId and timestamp string) as it is queued or on the sender thread
+(``Settings.builds_when_queued``).
 """
 
 from __future__ import annotations

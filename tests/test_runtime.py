@@ -303,3 +303,48 @@ def test_a_malformed_queue_item_is_counted_failed_not_raised(store_path: str) ->
     )
     assert [encoded.message["type"] for encoded in ready] == ["page"]
     assert ledger.stats()["failed"] == 1
+
+
+def test_a_call_is_built_as_it_is_queued_unless_the_apps_code_takes_part(store_path: str) -> None:
+    """``Settings.builds_when_queued``: by default a request's page call waits in the queue
+    already encoded (its request paid for the build, the sender only posts); with a
+    BEFORE_SEND hook it waits as the raw call, and the hook runs on the sender thread, never
+    in the request."""
+    import threading
+
+    import orjson
+
+    from segment_middleware.messages import Encoded
+
+    def request(rt: Runtime) -> Any:
+        tracker = rt.begin(None, facts(query="utm_source=x"), None, None)
+        rt.end(tracker, 200, "route")
+        (queued,) = list(rt.delivery.queue)
+        return queued
+
+    rt = Runtime(Settings.from_sources({"local_store": store_path, "flush_interval": 60}, environ={}))
+    try:
+        queued = request(rt)
+        assert isinstance(queued, Encoded)
+        sent = orjson.loads(queued.body)
+        assert sent["type"] == "page" and sent["name"] == "route"
+        assert sent["context"]["campaign"] == {"source": "x"}
+        assert rt.delivery.flush(5) and rt.delivery.stats()["stored"] == 1
+    finally:
+        rt.delivery.shutdown(2)
+
+    ran_on: list[str] = []
+
+    def hook(msg: dict[str, Any]) -> dict[str, Any]:
+        ran_on.append(threading.current_thread().name)
+        return msg
+
+    settings = {"local_store": store_path, "flush_interval": 60, "before_send": [hook]}
+    rt = Runtime(Settings.from_sources(settings, environ={}))
+    try:
+        queued = request(rt)
+        assert type(queued) is tuple and ran_on == []
+        assert rt.delivery.flush(5) and rt.delivery.stats()["stored"] == 1
+        assert ran_on == ["segment-sender"]
+    finally:
+        rt.delivery.shutdown(2)

@@ -260,3 +260,25 @@ def test_every_setting_is_documented_under_its_row() -> None:
     assert ids == [f"segment.E{n:03d}" for n in range(1, len(ids) + 1)]
     page = (Path(__file__).resolve().parent.parent / "docs" / "settings.md").read_text()
     assert "\n<!-- generated: settings -->\n" in page
+
+
+@pytest.mark.parametrize(
+    ("settings", "when_queued"),
+    [
+        ({}, True),
+        ({"suppressed_users": {"u1"}}, True),  # a set: a membership test of ours
+        ({"before_send": [lambda m: m]}, False),
+        ({"suppressed_users": lambda uid: False}, False),
+        ({"tracking_plan": "PLAN", "plan_violations": "warn"}, False),
+        ({"tracking_plan": "PLAN", "plan_violations": "drop"}, False),
+        ({"tracking_plan": "PLAN", "plan_violations": "raise"}, True),  # checked at the call already
+    ],
+)
+def test_messages_are_built_when_queued_unless_app_code_or_a_plan_check_takes_part(
+    tmp_path: Any, settings: dict[str, Any], when_queued: bool
+) -> None:
+    if "tracking_plan" in settings:
+        plan = tmp_path / "plan.json"
+        plan.write_text('{"events": {}}')
+        settings = {**settings, "tracking_plan": str(plan)}
+    assert Settings.from_sources(settings, environ={}).builds_when_queued is when_queued
