@@ -279,7 +279,10 @@ def package_at(rev: str, workdir: str) -> tuple[str, str]:
     ).stdout
     target = os.path.join(workdir, f"before-{commit[:12]}")
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(target, filter="data")
+        if hasattr(tarfile, "data_filter"):  # Python 3.10.12+, 3.11.4+: refuse links out of the tree
+            tar.extractall(target, filter="data")
+        else:
+            tar.extractall(target)  # our own repository's archive: nothing to filter
     return target, commit
 
 

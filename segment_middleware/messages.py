@@ -82,7 +82,8 @@ class Queued:
         """A call as it waits in the queue: a plain tuple of these fields, in this class's
         order, its facts a plain tuple of their values (``facts_values``).
 
-        Why not the object itself: a queued call lives through hundreds of requests, so
+        Why not the object itself: a call the sender builds (``Settings.builds_when_queued``
+        false; otherwise it is built before it is queued) lives through hundreds of requests, so
         the cyclic collector would move it to its oldest generation, and enough of those
         start full collections of the whole process (figures in bench/README.md). Tuples
         of strings and numbers are ones the collector stops tracking once it has looked at
