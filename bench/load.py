@@ -70,9 +70,9 @@ import common
 
 STACKS = ("bare+auth", "ours+auth", "naive+auth")
 SENDING = ("ours+auth", "naive+auth")
-SHORT = {"bare+auth": "bare", "ours+auth": "ours", "naive+auth": "naive", "before+auth": "before"}
 #: ``--before``: ours, with the package of another revision first on the workers' path.
 BEFORE = "before+auth"
+SHORT = {"bare+auth": "bare", "ours+auth": "ours", "naive+auth": "naive", BEFORE: "before"}
 LATENCY_CONCURRENCY, CPU_CONCURRENCY = 2, 4
 #: Longer than the package's default FLUSH_INTERVAL (0.5 s): a sender's burst falls inside.
 PREROLL_S = 0.7
@@ -286,13 +286,16 @@ def package_at(rev: str, workdir: str) -> tuple[str, str]:
     return target, commit
 
 
-def run_transport(transport: str, args: argparse.Namespace, clients: Clients, workdir: str) -> dict[str, Any]:
-    """bare / ours / naive (and ``--before``'s stack) under gunicorn, posting over
-    ``transport``; figures per round."""
+def run_transport(
+    transport: str, args: argparse.Namespace, clients: Clients, workdir: str, before: str | None
+) -> dict[str, Any]:
+    """bare / ours / naive under gunicorn, posting over ``transport``, and with ``before``
+    (the directory of another revision's package) ours once more on that package; figures
+    per round."""
     tls = common.make_cert(workdir) if transport == "tls" else None
     env = {"REQUESTS_CA_BUNDLE": tls[0], "CURL_CA_BUNDLE": ""} if tls else {}
-    stacks_run = STACKS + ((BEFORE,) if args.before_path else ())
-    sending = SENDING + ((BEFORE,) if args.before_path else ())
+    extra = (BEFORE,) if before else ()
+    stacks_run, sending = STACKS + extra, SENDING + extra
     receivers = {s: common.Receiver(tls=tls) for s in sending}
     servers: dict[str, common.Gunicorn] = {}
     sent = dict.fromkeys(stacks_run, 0)
@@ -318,15 +321,17 @@ def run_transport(transport: str, args: argparse.Namespace, clients: Clients, wo
     try:
         for stack in stacks_run:
             rx = receivers.get(stack)
-            if stack == BEFORE:  # ours' app and settings, the older package first on the path
-                servers[stack] = common.Gunicorn(
-                    "ours+auth", rx.url if rx else None, workdir, env=env, pythonpath=args.before_path
-                )
-            else:
-                servers[stack] = common.Gunicorn(stack, rx.url if rx else None, workdir, env=env)
+            older = stack == BEFORE  # ours' app and settings, the older package first on the path
+            servers[stack] = common.Gunicorn(
+                "ours+auth" if older else stack,
+                rx.url if rx else None,
+                workdir,
+                env=env,
+                pythonpath=before if older else None,
+            )
         workers = {s: server.wait_ready() for s, server in servers.items()}
-        if args.before_path:
-            common.check_package_from(servers[BEFORE], args.before_path)
+        if before:
+            common.check_package_from(servers[BEFORE], before)
         for stack in stacks_run:
             load(stack, args.warmup, CPU_CONCURRENCY)
             drain(stack)
@@ -670,10 +675,10 @@ def main(argv: list[str] | None = None) -> int:
     results["servers" if collect else "transports"] = {}
     clients = Clients(max(LATENCY_CONCURRENCY, CPU_CONCURRENCY))
     workdir = tempfile.mkdtemp(prefix="segment-bench-load-")
-    args.before_path = None
+    before = None
     try:
         if args.before:
-            args.before_path, results["before"] = package_at(args.before, workdir)
+            before, results["before"] = package_at(args.before, workdir)
         if collect:
             for kind in args.servers.split(","):
                 common.log(f"load: collect under {kind} ...")
@@ -681,7 +686,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             for transport in args.transports.split(","):
                 common.log(f"load: {transport} ...")
-                results["transports"][transport] = run_transport(transport, args, clients, workdir)
+                results["transports"][transport] = run_transport(transport, args, clients, workdir, before)
     except BaseException:
         common.log(f"load: failed; server logs kept in {workdir}")
         raise
