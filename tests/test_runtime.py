@@ -308,7 +308,7 @@ def test_a_malformed_queue_item_is_counted_failed_not_raised(store_path: str) ->
 def test_a_call_built_as_it_is_queued_holds_only_its_own_size(store_path: str) -> None:
     """A built call waits in the queue (MAX_QUEUE_SIZE of them through an outage): its body
     holds its own bytes, not the larger buffer orjson grew while writing it (4 KB behind a
-    1.2 KB page call, 13 KB behind some)."""
+    1.2 KB page call, 16 KB behind a 1.2 KB string)."""
     import tracemalloc
 
     rt = Runtime(Settings.from_sources({"local_store": store_path, "flush_interval": 60}, environ={}))
