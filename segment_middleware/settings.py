@@ -374,7 +374,10 @@ def _ip_rate_limit(value: Any, name: str) -> str | None:
 def _flush_at(value: Any, name: str) -> int:
     number = _number(int, 1)(value, name)
     if number > 100:
-        raise SettingsError(f"{name}: Segment takes at most 100 messages per batch here, got {value!r}")
+        raise SettingsError(
+            f"{name}: at most 100 messages per batch here (the SDK's default; Segment's own limit is "
+            f"500 KB a batch, which the sender keeps to), got {value!r}"
+        )
     return int(number)
 
 
