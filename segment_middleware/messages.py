@@ -285,7 +285,7 @@ def encode(msg: dict[str, Any]) -> bytes:
 
     orjson's result keeps the whole buffer it grew while writing (4 KB behind a 1.2 KB page
     call). A body waits in the queue, up to MAX_QUEUE_SIZE of them through an outage, so it
-    is copied to its own size (0.3 µs): a queued body holds what it says, no more."""
+    is copied to its own size: a queued body holds its own bytes, no more."""
     try:
         return bytes(memoryview(orjson.dumps(msg)))
     except orjson.JSONEncodeError:
