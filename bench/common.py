@@ -214,6 +214,7 @@ def _receiver_summary(receiver: Any) -> dict[str, Any]:
         "message_ids": len({m.get("messageId") for m in msgs}),
         "types": dict(collections.Counter(m.get("type") for m in msgs)),
         "paths": dict(paths),
+        "kind": "lean" if isinstance(receiver, LeanReceiver) else "suite",
     }
 
 
@@ -376,8 +377,10 @@ class Receiver:
         tls: tuple[str, str] | None = None,
         port: int = 0,
         write_key: str = WRITE_KEY,
-        lean: bool = LEAN_RECEIVER,
+        lean: bool | None = None,
     ) -> None:
+        if lean is None:  # read now, not when this module was imported: main() sets it later
+            lean = LEAN_RECEIVER
         argv = [sys.executable, __file__, "receiver", "--port", str(port), "--write-key", write_key]
         argv += ["--tls", *tls] if tls else []
         argv += ["--lean"] if lean else []

@@ -403,7 +403,7 @@ def report(results: dict[str, Any]) -> bool:
             verdict = "ok" if t["delivered_ok"][s] else "MISMATCH"
             print(
                 f"  delivery {SHORT[s]}: sent {t['sent'][s]}, received {got['messages']} "
-                f"({got['message_ids']} ids): {verdict}"
+                f"({got['message_ids']} ids) by the {got['kind']} receiver: {verdict}"
             )
             ok = ok and t["delivered_ok"][s]
         if t["drain_timeouts"]:

@@ -53,6 +53,7 @@ def test_load_delivers_every_page_call_over_http_and_tls(tmp_path: Path, receive
             assert sent >= 20 + 40 + 40, (transport, stack, sent)  # pre-roll requests add to it
             assert got["messages"] == got["message_ids"] == sent, (transport, stack, got)
             assert got["types"] == {"page": sent}, (transport, stack, got)
+            assert got["kind"] == receiver, (transport, stack, got)  # the receiver asked for
         assert t["drain_timeouts"] == [], transport
         assert all(v["p99_us"] >= v["p50_us"] > 0 for v in t["stacks"].values()), transport
 
