@@ -17,7 +17,7 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
-from .scrub import CAPS, clean_forwarded_for, clean_text, printable
+from .scrub import CAPS, clean_forwarded_for, clean_text, printable, printable_ascii
 from .version import LIBRARY
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ __all__ = [
     "clean_facts",
     "facts_from_carried",
     "facts_values",
+    "nothing_to_clean",
     "page_properties",
     "request_context",
 ]
@@ -75,6 +76,8 @@ def clean_facts(facts: RequestFacts) -> RequestFacts:
     """The facts with every visitor-chosen string cleaned (the same object when nothing
     needed it). ``scheme`` and ``remote_addr`` come from the server, ``consent`` from the
     app's own callable."""
+    if nothing_to_clean(facts):
+        return facts
     changes: dict[str, Any] = {}
     for name in ("method", "host", "path", "query", "referrer", "user_agent", "accept_language"):
         value = getattr(facts, name)
@@ -88,6 +91,30 @@ def clean_facts(facts: RequestFacts) -> RequestFacts:
         if cleaned is not forwarded:
             changes["forwarded_for"] = cleaned
     return dataclasses.replace(facts, **changes) if changes else facts
+
+
+# Joined, the facts are at most this long only if each of those not checked on its own
+# (path, query, referrer, forwarded_for) is within its cap.
+_JOINED_CAP = min(CAPS["path"], CAPS["query"], CAPS["referrer"], CAPS["forwarded_for"])
+
+
+def nothing_to_clean(facts: RequestFacts) -> bool:
+    """True when every visitor-chosen fact is printable ASCII within its cap, which is when
+    :func:`clean_facts` changes none of them: the usual request, told by one joined string
+    and five lengths instead of a call per fact (which cost more than any other step of
+    building a page call). Invariant: True implies each fact's own cleaning returns
+    it as it is (``tests/test_scrub.py`` holds the two to each other); False only means the
+    facts are looked at one by one. A None fact joins as ``"None"``: printable ASCII."""
+    f = facts
+    text = f"{f.method}{f.host}{f.path}{f.query}{f.referrer}{f.user_agent}{f.accept_language}{f.forwarded_for}"  # noqa: E501
+    return (
+        len(text) <= _JOINED_CAP
+        and printable_ascii(text)
+        and len(f.method) <= CAPS["method"]
+        and len(f.host) <= CAPS["host"]
+        and (f.user_agent is None or len(f.user_agent) <= CAPS["user_agent"])
+        and (f.accept_language is None or len(f.accept_language) <= CAPS["accept_language"])
+    )
 
 
 # The fields' values in their declared order, as one plain tuple (RequestFacts(*values)

@@ -68,7 +68,7 @@ class Runtime:
                 raise ValueError(
                     f"{name!r} breaks the tracking plan {self.settings.tracking_plan}: {'; '.join(broken)}"
                 )
-        self._put(Queued.pack(msg, ts, facts))
+        self._put(Queued(msg, ts, facts))
 
     def tracker(
         self, user_id: Any = None, anonymous_id: str | None = None, facts: RequestFacts | None = None
@@ -148,8 +148,8 @@ class Runtime:
         assert facts is not None
         uid = tracker.end_request(user_id)
         self._put(
-            Queued.pack(
-                None,  # the automatic page call: the sender makes its message from these
+            Queued(
+                None,  # the automatic page call: built from these
                 time.time(),
                 facts,
                 name=route or facts.path,

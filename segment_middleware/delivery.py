@@ -25,6 +25,7 @@ The process-wide parts (the registry, exit hooks, forks, the HTTP modules) are i
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import threading
 import time
@@ -37,7 +38,7 @@ from . import lifecycle, pipelines, taps
 from .disk import Disk
 from .ledger import STAT_KEYS, Ledger
 from .logs import announce, hide_in_logs
-from .messages import Encoded, Packed, Queued, QueueItem, prepare, take
+from .messages import Encoded, Queued, QueueItem, build, prepare, take
 from .sender import Sender, Signals
 
 if TYPE_CHECKING:
@@ -81,6 +82,9 @@ class Delivery:
         self.build: Callable[[list[QueueItem]], list[Encoded]] = functools.partial(
             prepare, settings=s, ledger=self.ledger
         )
+        self.build_one: Callable[[Queued], Encoded | None] = functools.partial(
+            build, settings=s, ledger=self.ledger
+        )
         self.disk = Disk(s, self.ledger, self.build, self.signals.abort, self.more_senders)
         self._senders: list[Sender] = []
         self._generation = lifecycle.generation
@@ -107,10 +111,10 @@ class Delivery:
                     self._build()
                     announce(self.settings)  # a forked worker says it too, with its own pid
 
-    def put(self, item: Packed) -> None:
-        """Queue a message (built first when ``Settings.builds_when_queued``). Never raises;
-        never waits on I/O, unless the disk writer is a whole handoff behind an overflow (see
-        :meth:`Disk.add`)."""
+    def put(self, item: Queued) -> None:
+        """Queue a call: built first when ``Settings.builds_when_queued``, else packed for
+        the sender to build. Never raises; never waits on I/O, unless the disk writer is a
+        whole handoff behind an overflow (see :meth:`Disk.add`)."""
         sink = taps.capture_sink
         if sink is not None:
             self._hand_to_capture(item, sink)
@@ -118,16 +122,18 @@ class Delivery:
         if taps.watching:  # a debug panel lists this request's calls (taps.watch())
             seen = taps.watchers.get()
             if seen is not None:
-                seen.append(taps.Watched(Queued.unpack(item), self.settings))
+                seen.append(taps.Watched(dataclasses.replace(item), self.settings))  # its own copy
         if self._generation != lifecycle.generation:  # _fresh's own test, inline: put runs per request
             self._fresh()
         self.ledger.queued()
-        queued: QueueItem = item
+        queued: QueueItem
         if self._build_now:  # Settings.builds_when_queued: the sender is left with the posts
-            built = self.build([item])
-            if not built:
+            built = self.build_one(item)
+            if built is None:
                 return  # dropped, blocked or failed: settled and counted by the build
-            queued = built[0]
+            queued = built
+        else:
+            queued = item.packed()
         q = self.queue
         with self._lock:
             if len(q) < self._max:
@@ -151,11 +157,12 @@ class Delivery:
         if not self._senders:
             self._start(primary=True)
 
-    def _hand_to_capture(self, item: Packed, sink: Callable[[dict[str, Any]], None]) -> None:
+    def _hand_to_capture(self, item: Queued, sink: Callable[[dict[str, Any]], None]) -> None:
         """``testing.capture()``: the message built now, as the sender would build it, and
         given to the capture as the endpoint would read it; counted as delivered."""
         self.ledger.queued()
-        for encoded in self.build([item]):
+        encoded = self.build_one(item)
+        if encoded is not None:
             sink(orjson.loads(encoded.body))
             self.ledger.count("delivered", 1)
 

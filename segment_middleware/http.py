@@ -159,11 +159,13 @@ class BatchPoster:
         if gzip:
             self.headers["Content-Encoding"] = "gzip"
         self._pool: urllib3.PoolManager | None = None
+        self._origin: urllib3.HTTPConnectionPool | None = None  # see _urlopen
+        self._target = urllib3.util.parse_url(self.url).request_uri
         self._generation = lifecycle.generation
 
     def close(self) -> None:
         """Close the kept-alive connection (a new one opens on the next post)."""
-        pool, self._pool = self._pool, None
+        pool, self._pool, self._origin = self._pool, None, None
         if pool is not None:
             pool.clear()
 
@@ -171,10 +173,30 @@ class BatchPoster:
         if self._generation != lifecycle.generation:
             # Forked: the inherited sockets are the parent's. Dropped, not closed, so the
             # parent's connection is left as it was.
-            self._pool, self._generation = None, lifecycle.generation
+            self._pool, self._origin, self._generation = None, None, lifecycle.generation
         if self._pool is None:
             self._pool = connection_pool(self.url)
+            if type(self._pool) is urllib3.PoolManager:  # no proxy between: see _urlopen
+                self._origin = self._pool.connection_from_url(self.url)
         return self._pool
+
+    def _urlopen(self, url: str, body: bytes, headers: dict[str, str]) -> BaseHTTPResponse:
+        """One request, urllib3's retries and redirects off.
+
+        To ``url`` itself with no proxy in between: straight to its origin's connection
+        pool, which the manager would find again on every post (parsing the URL, building
+        the pool's key), at about a third of a post's own CPU (bench/README.md). The pool
+        is the manager's own, so it holds the one kept-alive connection either way; the
+        manager keeps two pools, as many origins as a post may reach (the endpoint, and
+        its https form after a redirect), so it never closes this one under us. Elsewhere
+        (a redirect's target) and through a proxy, whose headers and URL form the manager
+        adds: by the manager. A test holds the two ways to the same request."""
+        manager = self._connections()
+        origin = self._origin
+        options: dict[str, Any] = {"body": body, "headers": headers, "timeout": self.timeout}
+        if origin is not None and url == self.url:
+            return origin.urlopen("POST", self._target, retries=False, redirect=False, **options)
+        return manager.urlopen("POST", url, retries=False, redirect=False, **options)
 
     def _send(self, body: bytes, retry: int) -> BaseHTTPResponse | None:
         """One POST: None when the endpoint accepted the batch (2xx), else its answer.
@@ -186,9 +208,7 @@ class BatchPoster:
         headers = self.headers if not retry else {**self.headers, "X-Retry-Count": str(retry)}
         url = self.url
         for _ in range(MAX_REDIRECTS + 1):
-            res = self._connections().urlopen(
-                "POST", url, body=body, headers=headers, retries=False, redirect=False, timeout=self.timeout
-            )
+            res = self._urlopen(url, body, headers)
             if 200 <= res.status < 300:
                 return None
             if 100 <= res.status < 200:

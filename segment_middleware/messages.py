@@ -38,6 +38,7 @@ __all__ = [
     "Packed",
     "QueueItem",
     "Queued",
+    "build",
     "encode",
     "finish",
     "iso_timestamp",
@@ -57,7 +58,8 @@ class Queued:
     fields after ``facts`` (a queued item holds no dict of its own then: up to
     MAX_QUEUE_SIZE of them wait during an outage).
 
-    The queue holds it packed (:meth:`pack`); the sender unpacks it (:meth:`unpack`)."""
+    Built as it is queued (``Settings.builds_when_queued``), it never waits; otherwise the
+    queue holds it packed (:meth:`packed`) and the sender unpacks it (:meth:`unpack`)."""
 
     message: dict[str, Any] | None  # type, ids, event or name, properties...
     timestamp: float  # time.time() at the call
@@ -83,15 +85,14 @@ class Queued:
         order, its facts a plain tuple of their values (``facts_values``).
 
         Why not the object itself: a call the sender builds (``Settings.builds_when_queued``
-        false; otherwise it is built before it is queued) lives through hundreds of requests, so
-        the cyclic collector would move it to its oldest generation, and enough of those
-        start full collections of the whole process (figures in bench/README.md). Tuples
-        of strings and numbers are ones the collector stops tracking once it has looked at
-        them (the facts at its first collection, the call's tuple at the next), long
-        before the oldest generation. (A tracker call's message dict keeps its tuple
-        tracked, as any dict would.) Why a second signature beside the class's own: making
-        the object first and then packing it costs the request path more than the tuple
-        saves it. A test holds pack's parameters and :meth:`unpack` to the field lists."""
+        false; otherwise it is built before it is queued and never packed) lives through
+        hundreds of requests, so the cyclic collector would move it to its oldest
+        generation, and enough of those start full collections of the whole process
+        (figures in bench/README.md). Tuples of strings and numbers are ones the collector
+        stops tracking once it has looked at them (the facts at its first collection, the
+        call's tuple at the next), long before the oldest generation. (A tracker call's
+        message dict keeps its tuple tracked, as any dict would.) A test holds pack's
+        parameters, :meth:`packed` and :meth:`unpack` to the field list."""
         return (
             message,
             timestamp,
@@ -101,6 +102,19 @@ class Queued:
             user_id,
             status,
             title,
+        )
+
+    def packed(self) -> Packed:
+        """This call as :meth:`pack` packs it."""
+        return Queued.pack(
+            self.message,
+            self.timestamp,
+            self.facts,
+            self.name,
+            self.anonymous_id,
+            self.user_id,
+            self.status,
+            self.title,
         )
 
     @classmethod
@@ -314,41 +328,50 @@ def iso_timestamp(ts: float) -> str:
 
 
 def prepare(items: list[QueueItem], settings: Settings, ledger: Ledger) -> list[Encoded]:
-    """Finish and encode each queued call once (one already built when it was queued is
-    taken as it is); what cannot go is settled in ``ledger`` here (a BEFORE_SEND that
-    dropped it, a plan that blocks it, a message that cannot be built or is over 32 KB),
-    each logged without its contents."""
+    """The queued items' messages, each built once (:func:`build`; one already built when
+    it was queued is taken as it is)."""
     ready: list[Encoded] = []
     for packed in items:
         if isinstance(packed, Encoded):
             ready.append(packed)
             continue
-        item: Queued | None = None
         try:
             item = Queued.unpack(packed)
-            msg = finish(item, settings)
-            if msg is None:
-                ledger.dropped(1, "BEFORE_SEND returned None")
-                continue
-            body = encode(msg)
-        except Blocked:
-            ledger.count("blocked", 1)
-            continue
-        except Exception as exc:
-            kind: Any = "queued"  # not a packed call: counted and logged like any other
-            if item is not None:
-                kind = "page" if item.message is None else item.message.get("type")
-            log.error("segment: could not build a %s message: %s", kind, exc)
+        except Exception as exc:  # not a packed call: counted and logged like any other
+            log.error("segment: could not build a queued message: %s", exc)
             ledger.count("failed", 1)
             continue
-        if len(body) > MAX_MESSAGE_BYTES:
-            log.error(
-                "segment: dropped a %s message of %d bytes (over Segment's 32 KB limit), messageId %s",
-                msg.get("type"),
-                len(body),
-                msg.get("messageId"),
-            )
-            ledger.count("failed", 1)
-            continue
-        ready.append(Encoded(kept_fields(msg), body))
+        encoded = build(item, settings, ledger)
+        if encoded is not None:
+            ready.append(encoded)
     return ready
+
+
+def build(item: Queued, settings: Settings, ledger: Ledger) -> Encoded | None:
+    """Finish and encode one call; None when it cannot go, settled in ``ledger`` here (a
+    BEFORE_SEND that dropped it, a plan that blocks it, a message that cannot be built or
+    is over 32 KB), each logged without its contents."""
+    try:
+        msg = finish(item, settings)
+        if msg is None:
+            ledger.dropped(1, "BEFORE_SEND returned None")
+            return None
+        body = encode(msg)
+    except Blocked:
+        ledger.count("blocked", 1)
+        return None
+    except Exception as exc:
+        kind = "page" if item.message is None else item.message.get("type")
+        log.error("segment: could not build a %s message: %s", kind, exc)
+        ledger.count("failed", 1)
+        return None
+    if len(body) > MAX_MESSAGE_BYTES:
+        log.error(
+            "segment: dropped a %s message of %d bytes (over Segment's 32 KB limit), messageId %s",
+            msg.get("type"),
+            len(body),
+            msg.get("messageId"),
+        )
+        ledger.count("failed", 1)
+        return None
+    return Encoded(kept_fields(msg), body)

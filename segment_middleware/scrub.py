@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["CAPS", "clean_forwarded_for", "clean_text", "printable"]
+__all__ = ["CAPS", "clean_forwarded_for", "clean_text", "printable", "printable_ascii"]
 
 #: The most UTF-8 bytes kept of each fact copied into messages.
 CAPS: Final = {
@@ -37,11 +37,25 @@ CAPS: Final = {
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
+_C0_AND_DEL = bytes(range(0x20)) + b"\x7f"  # ASCII's only unprintable characters
+
+
+def printable_ascii(value: str) -> bool:
+    """``value.isascii() and value.isprintable()``, in under half the time on the usual
+    header: ``isprintable`` looks each character up in the Unicode tables, where an ASCII
+    string's bytes are its characters and its only unprintable ones are C0 and DEL, which
+    one ``bytes.translate`` counts. ``tests/test_scrub.py`` holds the two to each other."""
+    if not value.isascii():
+        return False
+    data = value.encode("ascii")
+    return len(data.translate(None, _C0_AND_DEL)) == len(data)
+
+
 def clean_text(value: str, limit: int) -> str:
     """``value`` without control characters and lone surrogates, cut to at most ``limit``
     UTF-8 bytes at a character boundary. The usual value (short printable ASCII) is
     returned as it is, after two C-speed checks."""
-    if len(value) <= limit and value.isascii() and value.isprintable():
+    if len(value) <= limit and printable_ascii(value):
         return value
     value = _CONTROL.sub("", value)
     if len(value) * 4 <= limit:

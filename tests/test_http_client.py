@@ -239,6 +239,40 @@ def test_a_proxy_from_the_environment(
     assert_no_key(head)
 
 
+# ---------------------------------------------------------------------- the origin's pool
+def test_a_post_goes_straight_to_the_origins_pool_as_the_manager_would_send_it(
+    receiver: SegmentReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a proxy, a post skips the pool manager's lookup (``BatchPoster._urlopen``);
+    what arrives is what the manager sends: the same target, headers and body, on the same
+    kept-alive connection."""
+    poster = BatchPoster(
+        WRITE_KEY, receiver.url, timeout=5, max_retries=0, gzip=False, abort=threading.Event()
+    )
+    batch = [b'{"type":"track","event":"E","userId":"u"}']
+    poster.post(batch)  # opens the connection
+    manager = poster._connections()
+    lookups: list[object] = []
+    lookup = manager.connection_from_host
+    monkeypatch.setattr(manager, "connection_from_host", lambda *a, **k: lookups.append(a) or lookup(*a, **k))
+    poster.post(batch)
+    assert lookups == []  # the origin's pool, straight
+    body = b'{"batch":[{"type":"track","event":"E","userId":"u"}],"sentAt":"2026-12-07T00:00:00.000Z"}'
+    direct = poster._urlopen(poster.url, body, poster.headers)
+    managed = manager.urlopen(
+        "POST", poster.url, body=body, headers=poster.headers, retries=False, redirect=False, timeout=5
+    )
+    assert direct.status == managed.status == 200
+    assert len(lookups) == 1  # the manager's own way looked its pool up
+    receiver.wait_answered()
+    *_, by_origin, by_manager = posts(receiver)
+    assert by_origin.target == by_manager.target == "/v1/batch"
+    assert by_origin.headers == by_manager.headers
+    assert by_origin.body == by_manager.body
+    assert by_origin.client_port == by_manager.client_port
+    poster.close()
+
+
 # ---------------------------------------------------------------------- fork
 def test_a_connection_never_crosses_a_fork(receiver: SegmentReceiver) -> None:
     """A poster used in a forked child opens its own connection; the parent's stays its own."""

@@ -221,8 +221,8 @@ def _fresh_interpreter(code: str, tmp_path: Path, *args: str) -> str:
 
 
 def test_a_queued_call_packs_into_plain_tuples_and_back() -> None:
-    """``Queued.pack`` / ``unpack`` follow the class's field list (and ``facts_values`` the
-    facts'): a field added to either class without them fails here."""
+    """``Queued.pack`` / ``packed`` / ``unpack`` follow the class's field list (and
+    ``facts_values`` the facts'): a field added to either class without them fails here."""
     import inspect
 
     from segment_middleware.context import facts_values
@@ -238,12 +238,14 @@ def test_a_queued_call_packs_into_plain_tuples_and_back() -> None:
     ):
         packed = Queued.pack(**{name: getattr(item, name) for name in fields})
         assert type(packed) is tuple and (packed[2] is None or type(packed[2]) is tuple)
+        assert item.packed() == packed
         assert Queued.unpack(packed) == item
 
 
 def test_a_queued_page_call_is_left_to_reference_counting(local_runtime: Runtime) -> None:
-    """The page call as ``Runtime.end`` queues it is a tuple the cyclic collector stops
-    tracking once it has looked at it twice (the facts' tuple first), long before the
+    """The page call ``Runtime.end`` queues, as it waits for a sender that builds it
+    (``Queued.packed``, what ``Delivery.put`` appends then), is a tuple the cyclic collector
+    stops tracking once it has looked at it twice (the facts' tuple first), long before the
     oldest generation (a queued object would be promoted there, and start full
     collections: bench/README.md); the same call as an object stays tracked."""
     import gc
@@ -254,7 +256,9 @@ def test_a_queued_page_call_is_left_to_reference_counting(local_runtime: Runtime
     local_runtime._put = queued.append  # type: ignore[method-assign]
     tracker = local_runtime.begin(None, facts(query="utm_source=x"), "ajs_anonymous_id=%22v%22", None)
     local_runtime.end(tracker, 200, "route")
-    (packed,) = queued
+    (item,) = queued
+    packed = item.packed()
+    del item
     gc.collect()
     gc.collect()
     assert not gc.is_tracked(packed)

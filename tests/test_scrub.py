@@ -18,10 +18,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from units import QUICK
 
-from segment_middleware.context import RequestFacts, clean_facts
+from segment_middleware.context import RequestFacts, clean_facts, nothing_to_clean
 from segment_middleware.identity import cookie_spec, parse_anonymous_id, set_cookie_header
 from segment_middleware.messages import MAX_MESSAGE_BYTES, Queued, encode, finish
-from segment_middleware.scrub import CAPS, clean_forwarded_for, clean_text
+from segment_middleware.scrub import CAPS, clean_forwarded_for, clean_text, printable_ascii
 from segment_middleware.settings import Settings, SettingsError
 
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -36,6 +36,18 @@ def test_clean_text_is_capped_printable_and_a_prefix(value: str, limit: int) -> 
     assert not CONTROL.search(cleaned)
     assert CONTROL.sub("", value).startswith(cleaned)
     assert clean_text(cleaned, limit) == cleaned
+
+
+@QUICK
+@given(st.text(st.characters(max_codepoint=0x7F), max_size=300) | any_text)
+def test_printable_ascii_is_the_two_str_checks(value: str) -> None:
+    """``printable_ascii`` is ``isascii() and isprintable()``, for every ASCII character
+    on its own and any text."""
+    assert printable_ascii(value) == (value.isascii() and value.isprintable())
+    for code in range(0x80):
+        char = chr(code)
+        assert printable_ascii(char) == char.isprintable()
+        assert printable_ascii("ok " + char + " ok") == char.isprintable()
 
 
 def test_clean_text_keeps_usual_values_as_they_are() -> None:
@@ -96,6 +108,62 @@ def test_facts_without_anything_to_clean_are_the_same_object() -> None:
         "GET", "https", "shop.example", "/cart", "a=1", "https://r/", "UA", "en", "1.2.3.4", "5.6.7.8"
     )
     assert clean_facts(facts) is facts
+
+
+FACT_NAMES = ("method", "host", "path", "query", "referrer", "user_agent", "accept_language", "forwarded_for")
+usual_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)
+
+
+@st.composite
+def facts_with_one_odd(draw: st.DrawFn) -> RequestFacts:
+    """Facts as browsers send them (short printable ASCII, or absent), but one: ASCII at
+    its cap or one past it, printable text within it in characters but not in UTF-8 bytes,
+    or any text at all."""
+    values = {
+        name: draw(usual_text if name in ("method", "host", "path", "query") else st.none() | usual_text)
+        for name in FACT_NAMES
+    }
+    odd = draw(st.sampled_from(FACT_NAMES))
+    cap = CAPS[odd]
+    values[odd] = draw(st.sampled_from(["a" * cap, "a" * (cap + 1), "é" * (cap // 2 + 1)]) | any_text)
+    return RequestFacts(scheme="https", remote_addr="203.0.113.7", **values)
+
+
+@QUICK
+@given(facts_with_one_odd())
+def test_the_usual_facts_check_agrees_with_cleaning_each_fact(facts: RequestFacts) -> None:
+    """``nothing_to_clean`` (clean_facts' one-string check) is only a shortcut: when it says
+    so, each fact's own cleaning returns it as it is; either way clean_facts gives what
+    cleaning each fact gives."""
+    expected = {
+        name: None if value is None else clean(value, CAPS[name])
+        for name in FACT_NAMES
+        for value in [getattr(facts, name)]
+        for clean in [clean_forwarded_for if name == "forwarded_for" else clean_text]
+    }
+    if nothing_to_clean(facts):
+        assert all(expected[name] is getattr(facts, name) for name in expected)
+    cleaned = clean_facts(facts)
+    assert {name: getattr(cleaned, name) for name in expected} == expected
+
+
+def test_the_usual_browser_request_takes_the_shortcut() -> None:
+    facts = RequestFacts(
+        "GET",
+        "https",
+        "shop.example.com",
+        "/products/42/",
+        "utm_source=newsletter&utm_medium=email",
+        "https://www.google.com/search?q=shoes",
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36",
+        "en-US,en;q=0.9",
+        "127.0.0.1",
+        None,
+    )
+    assert nothing_to_clean(facts)
+    assert not nothing_to_clean(RequestFacts("GET", "https", "h", "/" + "a" * CAPS["path"]))
+    long_agent = "a" * (CAPS["user_agent"] + 1)
+    assert not nothing_to_clean(RequestFacts("GET", "https", "h", "/", user_agent=long_agent))
 
 
 # ------------------------------------------------------------------------ the cookie
