@@ -106,7 +106,10 @@ def nothing_to_clean(facts: RequestFacts) -> bool:
     it as it is (``tests/test_scrub.py`` holds the two to each other); False only means the
     facts are looked at one by one. A None fact joins as ``"None"``: printable ASCII."""
     f = facts
-    text = f"{f.method}{f.host}{f.path}{f.query}{f.referrer}{f.user_agent}{f.accept_language}{f.forwarded_for}"  # noqa: E501
+    text = (
+        f"{f.method}{f.host}{f.path}{f.query}"
+        f"{f.referrer}{f.user_agent}{f.accept_language}{f.forwarded_for}"
+    )
     return (
         len(text) <= _JOINED_CAP
         and printable_ascii(text)
