@@ -53,10 +53,10 @@ MAX_MESSAGE_BYTES = 32 * 1024  # Segment's limit for one message
 
 @dataclasses.dataclass(slots=True)
 class Queued:
-    """A call waiting for the sender: a tracker call's own members (``message``), or, when
-    ``message`` is None, a request's automatic page call, made by the sender from the
-    fields after ``facts`` (a queued item holds no dict of its own then: up to
-    MAX_QUEUE_SIZE of them wait during an outage).
+    """A call as the core hands it to its pipeline: a tracker call's own members
+    (``message``), or, when ``message`` is None, a request's automatic page call, whose
+    message :func:`build` makes from the fields after ``facts`` (a packed one holds no dict
+    of its own then: up to MAX_QUEUE_SIZE of them wait during an outage).
 
     Built as it is queued (``Settings.builds_when_queued``), it never waits; otherwise the
     queue holds it packed (:meth:`packed`) and the sender unpacks it (:meth:`unpack`)."""
