@@ -185,12 +185,12 @@ class BatchPoster:
 
         To ``url`` itself with no proxy in between: straight to its origin's connection
         pool, which the manager would find again on every post (parsing the URL, building
-        the pool's key): about 40 µs of a post's ~300 µs of CPU (bench/README.md). The pool
-        is the manager's own, so it holds the one kept-alive connection either way; the
-        manager keeps two pools, as many origins as a post may reach (the endpoint, and
-        its https form after a redirect), so it never closes this one under us. Elsewhere
-        (a redirect's target) and through a proxy, whose headers and URL form the manager
-        adds: by the manager. A test holds the two ways to the same request."""
+        the pool's key; what that costs: bench/README.md). The pool is the manager's own,
+        so it holds the one kept-alive connection either way; the manager keeps two pools,
+        as many origins as a post may reach (the endpoint, and its https form after a
+        redirect), so it never closes this one under us. Elsewhere (a redirect's target)
+        and through a proxy, whose headers and URL form the manager adds: by the manager.
+        A test holds the two ways to the same request."""
         manager = self._connections()
         origin = self._origin
         options: dict[str, Any] = {"body": body, "headers": headers, "timeout": self.timeout}

@@ -14,15 +14,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import operator
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
 from .context import RequestFacts, clean_facts, facts_values, page_properties, request_context
 from .ids import random_id
-from .scrub import CAPS, clean_text
 from .spec_events import CURRENCY_EVENTS
 
 if TYPE_CHECKING:
@@ -106,16 +107,7 @@ class Queued:
 
     def packed(self) -> Packed:
         """This call as :meth:`pack` packs it."""
-        return Queued.pack(
-            self.message,
-            self.timestamp,
-            self.facts,
-            self.name,
-            self.anonymous_id,
-            self.user_id,
-            self.status,
-            self.title,
-        )
+        return Queued.pack(*_queued_values(self))
 
     @classmethod
     def unpack(cls, packed: Packed) -> Queued:
@@ -134,6 +126,12 @@ class Queued:
 
 
 Packed = tuple[Any, ...]  # a Queued as the queue holds it (Queued.pack, Queued.unpack)
+
+# A call's fields in their declared order, as :meth:`Queued.pack` takes them; derived from
+# the field list, so it cannot fall out of step.
+_queued_values: Callable[[Queued], tuple[Any, ...]] = operator.attrgetter(
+    *[field.name for field in dataclasses.fields(Queued)]
+)
 
 _T = TypeVar("_T")
 
@@ -198,9 +196,10 @@ def finish(item: Queued, settings: Settings) -> dict[str, Any] | None:
             raise Blocked("consent")
     name = item.name or ""  # the automatic page call's: the route's name, else the path
     if item.facts is not None:  # visitor-chosen text: capped, no control characters
-        if name == item.facts.path:
-            name = clean_text(name, CAPS["path"])
+        path = item.facts.path
         item.facts = clean_facts(item.facts)
+        if name == path:
+            name = item.facts.path  # cleaned once, with the facts
     context = request_context(item.facts, settings)
     msg = item.message
     if msg is None:  # the request's automatic page call
