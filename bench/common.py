@@ -136,18 +136,20 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], indent: str = "
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def _stat_fields(pid: int) -> list[str]:
-    """``/proc/<pid>/stat`` after the command name (which may hold spaces)."""
-    with open(f"/proc/{pid}/stat") as f:
+def _stat_fields(pid: int, main_thread: bool = False) -> list[str]:
+    """``/proc/<pid>/stat`` (or its main thread's) after the command name (which may hold spaces)."""
+    with open(f"/proc/{pid}/task/{pid}/stat" if main_thread else f"/proc/{pid}/stat") as f:
         data = f.read()
     return data[data.rindex(")") + 2 :].split()
 
 
-def cpu_seconds(pids: Iterable[int]) -> float:
-    """utime + stime of every thread of these processes, living or exited, in seconds."""
+def cpu_seconds(pids: Iterable[int], *, main_thread: bool = False) -> float:
+    """utime + stime of every thread of these processes, living or exited, in seconds; with
+    ``main_thread``, of each one's main thread only (``/proc/<pid>/task/<pid>/stat``), the
+    one a sync gunicorn worker serves its requests on."""
     ticks = 0
     for pid in pids:
-        f = _stat_fields(pid)
+        f = _stat_fields(pid, main_thread)
         ticks += int(f[11]) + int(f[12])
     return ticks / CLK_TCK
 

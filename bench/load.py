@@ -18,8 +18,10 @@ Each of ``--rounds`` rounds gives every stack, in rotated order:
    so the delivery is paid by the chunk that caused it.
 
 Reported per transport: the medians over rounds of p50, p99 and CPU per request, ours and
-naive against bare. After SIGTERM each receiver must hold exactly one page call per tracked
-request (warm-up and pre-roll included). ``--before REV`` adds a fourth stack,
+naive against bare, and of the CPU how much ran off the workers' main threads (**off-main**:
+the threads that are not serving requests, for ours its senders; for bare, none). After
+SIGTERM each receiver must hold exactly one page call per tracked request (warm-up and
+pre-roll included). ``--before REV`` adds a fourth stack,
 ``before+auth``: the same app and settings as ours, with the package as it was at git
 revision ``REV`` (``git archive``), so a change is reported before and after in one run.
 
@@ -286,6 +288,10 @@ def package_at(rev: str, workdir: str) -> tuple[str, str]:
     return target, commit
 
 
+#: A stack's figures per round, and as medians over the rounds (the table's order).
+ROUND_FIGURES = ("p50_us", "p99_us", "cpu_us", "other_threads_us")
+
+
 def run_transport(
     transport: str, args: argparse.Namespace, clients: Clients, workdir: str, before: str | None
 ) -> dict[str, Any]:
@@ -341,9 +347,12 @@ def run_transport(
                 lat = load(stack, args.latency, LATENCY_CONCURRENCY, PREROLL_S)
                 drain(stack)
                 before = common.cpu_seconds(workers[stack])
+                before_main = common.cpu_seconds(workers[stack], main_thread=True)
                 cpu_load = load(stack, args.cpu, CPU_CONCURRENCY)
                 drain(stack)
                 spent = cpu_at_rest(workers[stack]) - before
+                # The rest ran on the workers' other threads: for ours, the senders.
+                off_main = spent - (common.cpu_seconds(workers[stack], main_thread=True) - before_main)
                 if servers[stack].worker_pids() != workers[stack]:
                     raise RuntimeError(f"gunicorn {stack}: a worker restarted; its CPU counters are lost")
                 rounds[stack].append(
@@ -351,6 +360,7 @@ def run_transport(
                         "p50_us": lat.p50_us,
                         "p99_us": lat.p99_us,
                         "cpu_us": spent / max(1, cpu_load.timed) * 1e6,
+                        "other_threads_us": off_main / max(1, cpu_load.timed) * 1e6,
                     }
                 )
             common.log(f"  {transport}: round {r + 1}/{args.rounds} done")
@@ -361,8 +371,7 @@ def run_transport(
         for rx in receivers.values():
             rx.stop()
     stacks: dict[str, dict[str, Any]] = {
-        s: {k: common.median(x[k] for x in rounds[s]) for k in ("p50_us", "p99_us", "cpu_us")}
-        for s in stacks_run
+        s: {k: common.median(x[k] for x in rounds[s]) for k in ROUND_FIGURES} for s in stacks_run
     }
     bare = stacks["bare+auth"]
     for s in sending:
@@ -392,12 +401,9 @@ def report(results: dict[str, Any]) -> bool:
             added = "n/a" if v.get("cpu_added") is None else f"{v['cpu_added'] * 100:+.1f} %"
             extra = (f"{v['p99_ratio']:.2f}x", added) if s in t["sent"] else ("", "")
             per_round = " ".join(f"{x['p99_us']:.0f}" for x in t["rounds"][s])
-            rows.append((SHORT[s], v["p50_us"], v["p99_us"], v["cpu_us"], *extra, per_round))
-        print(
-            common.table(
-                ("stack", "p50 µs", "p99 µs", "cpu µs/req", "p99/bare", "cpu vs bare", "p99 per round"), rows
-            )
-        )
+            rows.append((SHORT[s], *(v[k] for k in ROUND_FIGURES), *extra, per_round))
+        head = ("stack", "p50 µs", "p99 µs", "cpu µs/req", "off-main", "p99/bare", "cpu vs bare")
+        print(common.table((*head, "p99 per round"), rows))
         for s in t["sent"]:
             got = t["received"][s]
             verdict = "ok" if t["delivered_ok"][s] else "MISMATCH"

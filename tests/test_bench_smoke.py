@@ -4,10 +4,14 @@ see bench/README.md)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +75,33 @@ def test_load_with_ab_delivers_every_page_call(tmp_path: Path) -> None:
         assert got["messages"] == got["message_ids"] == sent, (stack, got)
         assert got["types"] == {"page": sent}, (stack, got)
     assert all(v["p99_us"] >= v["p50_us"] > 0 for v in t["stacks"].values())
+    # off-main: the CPU of the workers' threads that serve no request; bare's workers have none
+    assert all(x["other_threads_us"] == 0 for x in t["rounds"]["bare+auth"])
+    assert all(0 <= x["other_threads_us"] <= x["cpu_us"] for rounds in t["rounds"].values() for x in rounds)
+
+
+def test_cpu_seconds_tells_the_main_thread_from_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What ``load.py``'s off-main column rests on: CPU spent on another thread, even one
+    that has exited, counts in the process's figure and not in its main thread's."""
+    spec = importlib.util.spec_from_file_location("bench_common", ROOT / "bench" / "common.py")
+    assert spec is not None and spec.loader is not None
+    common = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, common)  # its dataclasses look their module up
+    spec.loader.exec_module(common)
+    pid = os.getpid()
+    assert threading.current_thread() is threading.main_thread()
+
+    def burn() -> None:
+        until = time.thread_time() + 0.3
+        while time.thread_time() < until:
+            pass
+
+    total, main = common.cpu_seconds([pid]), common.cpu_seconds([pid], main_thread=True)
+    worker = threading.Thread(target=burn)
+    worker.start()
+    worker.join()
+    off_main = (common.cpu_seconds([pid]) - total) - (common.cpu_seconds([pid], main_thread=True) - main)
+    assert off_main >= 0.2, off_main
 
 
 @pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="needs git history")
