@@ -249,14 +249,19 @@ def _ab(args: list[str], deadline: float) -> int:
 
 
 # ---------------------------------------------------------------------- one transport
-def cpu_at_rest(pids: list[int], timeout: float = 5.0) -> float:
-    """The workers' CPU once two reads 150 ms apart agree: the worker and its sender have
-    finished what the chunk gave them (bounded by ``timeout``)."""
-    prev = common.cpu_seconds(pids)
+def cpu_at_rest(pids: list[int], timeout: float = 5.0) -> tuple[float, float]:
+    """The workers' CPU, all threads and main threads, once two reads 150 ms apart agree:
+    the worker and its sender have finished what the chunk gave them (bounded by
+    ``timeout``). Read together so that their difference is the other threads' CPU."""
+
+    def read() -> tuple[float, float]:
+        return common.cpu_seconds(pids), common.cpu_seconds(pids, main_thread=True)
+
+    prev = read()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         time.sleep(0.15)
-        cur = common.cpu_seconds(pids)
+        cur = read()
         if cur == prev:
             return cur
         prev = cur
@@ -346,13 +351,12 @@ def run_transport(
             for stack in stacks_run[turn:] + stacks_run[:turn]:
                 lat = load(stack, args.latency, LATENCY_CONCURRENCY, PREROLL_S)
                 drain(stack)
-                before = common.cpu_seconds(workers[stack])
-                before_main = common.cpu_seconds(workers[stack], main_thread=True)
+                before, before_main = cpu_at_rest(workers[stack])
                 cpu_load = load(stack, args.cpu, CPU_CONCURRENCY)
                 drain(stack)
-                spent = cpu_at_rest(workers[stack]) - before
-                # The rest ran on the workers' other threads: for ours, the senders.
-                off_main = spent - (common.cpu_seconds(workers[stack], main_thread=True) - before_main)
+                after, after_main = cpu_at_rest(workers[stack])
+                spent = after - before
+                off_main = spent - (after_main - before_main)  # for ours: the senders
                 if servers[stack].worker_pids() != workers[stack]:
                     raise RuntimeError(f"gunicorn {stack}: a worker restarted; its CPU counters are lost")
                 rounds[stack].append(
@@ -543,7 +547,7 @@ def run_collect(kind: str, args: argparse.Namespace, clients: Clients, workdir: 
             for endpoint in order[r % 3 :] + order[: r % 3]:
                 before = common.cpu_seconds(workers)
                 times, wall = load(endpoint, args.cpu)
-                spent = cpu_at_rest(workers) - before
+                spent = cpu_at_rest(workers)[0] - before
                 if server.worker_pids() != workers:
                     raise RuntimeError(f"{kind}: a worker restarted; its CPU counters are lost")
                 events = targets[endpoint][1]
