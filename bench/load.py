@@ -19,7 +19,8 @@ Each of ``--rounds`` rounds gives every stack, in rotated order:
 
 Reported per transport: the medians over rounds of p50, p99 and CPU per request, ours and
 naive against bare, and of the CPU how much ran off the workers' main threads (**off-main**:
-the threads that are not serving requests, for ours its senders; for bare, none). After
+the threads that are not serving requests, for ours its senders; for bare, none; read in
+clock ticks, so a round's figure is good to about a tick per worker over its requests). After
 SIGTERM each receiver must hold exactly one page call per tracked request (warm-up and
 pre-roll included). ``--before REV`` adds a fourth stack,
 ``before+auth``: the same app and settings as ours, with the package as it was at git
