@@ -101,10 +101,10 @@ _JOINED_CAP = min(CAPS["path"], CAPS["query"], CAPS["referrer"], CAPS["forwarded
 def nothing_to_clean(facts: RequestFacts) -> bool:
     """True when every visitor-chosen fact is printable ASCII within its cap, which is when
     :func:`clean_facts` changes none of them: the usual request, told by one joined string
-    and five lengths instead of a call per fact (which cost more than any other step of
-    building a page call). Invariant: True implies each fact's own cleaning returns
-    it as it is (``tests/test_scrub.py`` holds the two to each other); False only means the
-    facts are looked at one by one. A None fact joins as ``"None"``: printable ASCII."""
+    and five lengths instead of a cleaning call per fact. Invariant: True implies each
+    fact's own cleaning returns it as it is (``tests/test_scrub.py`` holds the two to each
+    other); False only means the facts are looked at one by one. A None fact joins as
+    ``"None"``: printable ASCII."""
     f = facts
     text = (
         f"{f.method}{f.host}{f.path}{f.query}"

@@ -41,10 +41,10 @@ _C0_AND_DEL = bytes(range(0x20)) + b"\x7f"  # ASCII's only unprintable character
 
 
 def printable_ascii(value: str) -> bool:
-    """``value.isascii() and value.isprintable()``, in under half the time on the usual
-    header: ``isprintable`` looks each character up in the Unicode tables, where an ASCII
-    string's bytes are its characters and its only unprintable ones are C0 and DEL, which
-    one ``bytes.translate`` counts. ``tests/test_scrub.py`` holds the two to each other."""
+    """``value.isascii() and value.isprintable()``, without the Unicode tables that
+    ``isprintable`` looks each character up in: an ASCII string's bytes are its characters,
+    and its only unprintable ones are C0 and DEL, which one ``bytes.translate`` counts.
+    ``tests/test_scrub.py`` holds the two to each other."""
     if not value.isascii():
         return False
     data = value.encode("ascii")
